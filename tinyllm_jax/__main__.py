@@ -1,0 +1,5 @@
+from absl import app
+
+from tinyllm_jax.main import main
+
+app.run(main)

@@ -1,0 +1,120 @@
+"""Answer accuracy: greedy-decode the `predict:` task and compare with gold.
+
+`exact` is the reference code's metric (decoded text == gold choice text).
+`normalized` forgives case, whitespace, trailing punctuation and answers
+given as the option letter ("(b)", "b") or as "(b) text".
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+
+from tinyllm_jax.data.example import LETTERS, Example
+from tinyllm_jax.decode import greedy_decode, strip_after_eos
+from tinyllm_jax.models.t5 import T5Config
+from tinyllm_jax.sharding import global_batch
+
+_SPACE = re.compile(r"\s+")
+_LETTER = re.compile(r"^\(?([a-z])\)?(?:\s+(.*))?$")
+
+
+def normalize(text: str) -> str:
+    return _SPACE.sub(" ", text.strip().lower()).strip(string.punctuation + " ")
+
+
+def is_correct(prediction: str, example: Example) -> tuple[bool, bool]:
+    """(exact, normalized) match of a decoded answer with the gold choice."""
+    exact = prediction.strip() == example.answer.strip()
+    pred, gold = normalize(prediction), normalize(example.answer)
+    if exact or pred == gold:
+        return exact, True
+    m = _LETTER.match(pred)
+    if m:
+        idx = LETTERS.index(m.group(1))
+        if idx < len(example.choices) and example.choices[idx] == example.answer:
+            rest = m.group(2)
+            return False, rest is None or normalize(rest) == gold
+    return False, False
+
+
+def decode_features(
+    params: Any, config: T5Config, features: Sequence[Any], *, mesh: Any, batch_size: int,
+    max_new_tokens: int, eos_id: int, pad_id: int = 0,
+) -> dict[str, list[int]]:
+    """Greedy outputs for answer-task features, keyed by example id."""
+    from tinyllm_jax.data.pipeline import eval_batches
+
+    outputs: dict[str, list[int]] = {}
+    order = [f.example_id for f in features]
+    batches = eval_batches(features, batch_size=batch_size)
+    for b, eb in enumerate(batches):
+        arrays = global_batch(
+            {k: eb.batch[k] for k in ("encoder_input_tokens", "encoder_segment_ids")}, mesh
+        )
+        out = greedy_decode(
+            params, arrays["encoder_input_tokens"], arrays["encoder_segment_ids"],
+            config=config, max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id,
+        )
+        rows = np.asarray(multihost_utils.process_allgather(out, tiled=True))
+        # Global row r of batch b is feature b*batch_size + r (hosts hold
+        # contiguous shares in process order).
+        for r, row in enumerate(rows):
+            i = b * batch_size + r
+            if i < len(order):
+                outputs[order[i]] = strip_after_eos(row, eos_id)
+    return outputs
+
+
+def accuracy_report(
+    outputs: dict[str, list[int]], examples: Sequence[Example], tokenizer: Any
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    rows, exact, norm = [], 0, 0
+    for ex in examples:
+        if ex.id not in outputs:
+            continue
+        pred = tokenizer.decode(outputs[ex.id])
+        e, n = is_correct(pred, ex)
+        exact += e
+        norm += n
+        rows.append({
+            "id": ex.id, "input": ex.input, "gold": ex.answer, "prediction": pred,
+            "correct": e, "correct_normalized": n, "label_source": ex.label_source,
+        })
+    total = max(len(rows), 1)
+    chance = float(np.mean([1.0 / len(ex.choices) for ex in examples])) if examples else 0.0
+    return {
+        "accuracy": exact / total, "accuracy_normalized": norm / total,
+        "examples": float(len(rows)), "chance": chance,
+    }, rows
+
+
+def generate_rationales(
+    params: Any, config: T5Config, examples: Sequence[Example], *, prefix: str, tokenizer: Any,
+    mesh: Any, batch_size: int, max_input_len: int, max_new_tokens: int,
+) -> dict[str, str]:
+    """The student's own rationale for each example under a teacher's prefix."""
+    from tinyllm_jax.data.features import TaskFeature
+
+    feats = []
+    for ex in examples:
+        ids = tokenizer.encode(prefix + ex.input)[: max_input_len - 1] + [tokenizer.eos_id]
+        feats.append(TaskFeature(ex.id, 0, np.asarray(ids, np.int32),
+                                 np.asarray([tokenizer.eos_id], np.int32)))
+    outs = decode_features(
+        params, config, feats, mesh=mesh, batch_size=batch_size, max_new_tokens=max_new_tokens,
+        eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
+    )
+    return {k: tokenizer.decode(v) for k, v in outs.items()}
+
+
+def warm_params(params: Any) -> Any:
+    """Params as jax arrays (restored numpy trees are accepted too)."""
+    return jax.tree.map(jnp.asarray, params)

@@ -1,0 +1,64 @@
+"""Entry point: python -m tinyllm_jax.main --config=configs/<x>.py --workdir=DIR.
+
+Modes: `train` (default; resumes automatically from the workdir), `eval`
+(restore the best or latest checkpoint, write predictions_<split>.jsonl),
+`selfcheck` (a fast model sanity check that needs no data).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, optionally with ':args', e.g. configs/obqa.py:size=base.",
+    lock_config=True,
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "selfcheck"], "What to run.")
+_SPLIT = flags.DEFINE_string("split", None, "--mode=eval: split to score (default: config's).")
+_WHICH = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "--mode=eval: which one.")
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {argv[1:]}; flags are --config, --workdir, --mode")
+    logging.getLogger().setLevel(logging.INFO)
+    if _MODE.value == "selfcheck":
+        from tinyllm_jax.selfcheck import run_selfcheck
+
+        run_selfcheck()
+        return
+    cfg = _CONFIG.value
+    if cfg is None:
+        _fail("--config is required, e.g. --config=configs/demo.py")
+    if not _WORKDIR.value:
+        _fail("--workdir is required")
+
+    from tinyllm_jax.sharding import maybe_initialize_distributed
+
+    # Before any other JAX call: it decides how many devices exist.
+    maybe_initialize_distributed(cfg.distributed)
+    from tinyllm_jax import train
+
+    try:
+        if _MODE.value == "train":
+            train.train_and_evaluate(cfg, _WORKDIR.value)
+        else:
+            train.evaluate_workdir(cfg, _WORKDIR.value, _SPLIT.value, _WHICH.value)
+    except (ValueError, FileNotFoundError, train.NonFiniteError) as e:
+        # Input, config and checkpoint problems: a message a person can act
+        # on, not a traceback. Bugs (other exceptions) still show one.
+        _fail(f"{type(e).__name__}: {e}")
+
+
+if __name__ == "__main__":
+    app.run(main)

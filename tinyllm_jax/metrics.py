@@ -1,0 +1,147 @@
+"""Metric sinks: JSONL log, TensorBoard events, console progress, final plot.
+
+Only process 0 writes. Every JSONL record is one complete line written with
+a single `write` + flush + fsync, so a crash leaves at worst no line, never a
+half one; `read_jsonl` skips (and reports) a torn last line anyway, for logs
+written by other tools.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+
+log = logging.getLogger(__name__)
+
+
+def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    line = json.dumps(record, sort_keys=True) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    out = []
+    lines = Path(path).read_text(encoding="utf-8").splitlines(keepends=True)
+    for i, line in enumerate(lines, 1):
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) and not line.endswith("\n"):
+                log.warning("%s: ignoring torn last line %d", path, i)
+                continue
+            raise ValueError(f"{path}:{i}: not a JSON line: {line[:80]!r}") from None
+    return out
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+class MetricWriter:
+    """Scalars to `metrics.jsonl` and TensorBoard (`tb/`) under the workdir."""
+
+    def __init__(self, workdir: str | os.PathLike, enabled: bool | None = None) -> None:
+        self.enabled = jax.process_index() == 0 if enabled is None else enabled
+        self.workdir = Path(workdir)
+        self.path = self.workdir / "metrics.jsonl"
+        self._tb = None
+        if self.enabled:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            try:
+                from tensorboardX import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.workdir / "tb"))
+            except ImportError:
+                log.warning("tensorboardX is not installed: TensorBoard events are not written")
+
+    def write(self, step: int, scalars: dict[str, float], kind: str = "train") -> None:
+        if not self.enabled:
+            return
+        record = {"step": int(step), "kind": kind, "time": time.time()}
+        record.update({k: float(v) for k, v in scalars.items()})
+        append_jsonl(self.path, record)
+        if self._tb is not None:
+            for k, v in scalars.items():
+                self._tb.add_scalar(f"{kind}/{k}", float(v), int(step))
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.flush()
+            self._tb.close()
+
+
+class Progress:
+    """A one-line console progress display (tqdm when on a terminal)."""
+
+    def __init__(self, total: int, initial: int, enabled: bool) -> None:
+        self._bar = None
+        self.enabled = enabled and jax.process_index() == 0
+        if self.enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+        self._last = initial
+
+    def update(self, step: int, text: str) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.update(step - self._last)
+            self._bar.set_postfix_str(text)
+        else:
+            print(f"step {step}: {text}", file=sys.stderr, flush=True)
+        self._last = step
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def plot_run(workdir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path | None:
+    """PNG of per-task training losses and validation accuracy over steps."""
+    workdir = Path(workdir)
+    path = workdir / "metrics.jsonl"
+    if not path.exists():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_jsonl(path)
+    train = [r for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"].startswith("eval")]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    keys = sorted({k for r in train for k in r if k.startswith("loss/")})
+    for k in keys:
+        pts = [(r["step"], r[k]) for r in train if k in r]
+        ax_loss.plot(*zip(*pts), label=k.removeprefix("loss/"))
+    ax_loss.set(xlabel="step", ylabel="token cross-entropy", title="training loss per task")
+    ax_loss.set_yscale("log")
+    if keys:
+        ax_loss.legend()
+    for kind in sorted({r["kind"] for r in evals}):
+        pts = [(r["step"], r["accuracy"]) for r in evals if r["kind"] == kind and "accuracy" in r]
+        if pts:
+            ax_acc.plot(*zip(*pts), marker="o", label=kind.removeprefix("eval/"))
+    ax_acc.set(xlabel="step", ylabel="exact-match accuracy", title="evaluation accuracy")
+    if evals:
+        ax_acc.legend()
+    fig.tight_layout()
+    out = Path(out) if out else workdir / "training.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,459 @@
+"""Training and evaluation loop, in big_vision-style banner sections.
+
+    train_and_evaluate(config, workdir)   # --mode=train
+    evaluate_workdir(config, workdir)     # --mode=eval
+
+The same code runs on one CPU or a pod: the mesh comes from `config.mesh`,
+every host feeds its own rows, and Orbax writes checkpoints collectively.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import linen as nn
+
+from tinyllm_jax import checkpoint as ckpt_lib
+from tinyllm_jax import evaluate as eval_lib
+from tinyllm_jax import metrics as metrics_lib
+from tinyllm_jax import sharding as shard_lib
+from tinyllm_jax.configs import to_t5_config
+from tinyllm_jax.data import pipeline
+from tinyllm_jax.data.features import ANSWER_TASK, task_names, teacher_prefixes_for
+from tinyllm_jax.models.t5 import T5Config, abstract_params
+from tinyllm_jax.optim import make_optimizer
+from tinyllm_jax.train_step import (
+    STEP_KEYS,
+    TrainState,
+    init_state,
+    make_train_step,
+    state_from_params,
+    task_coefficients,
+)
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(RuntimeError):
+    """Loss or gradients were NaN/inf and config.train.nonfinite == 'stop'."""
+
+
+@dataclasses.dataclass
+class DataBundle:
+    tokenizer: Any
+    train_features: list
+    eval_features: dict[str, list]
+    eval_examples: dict[str, list]
+    teachers: tuple[str, ...]
+    report: Any
+
+
+# --- input --------------------------------------------------------------------
+
+
+def load_data(cfg: Any, splits: tuple[str, ...], train: bool = True) -> DataBundle:
+    data_cfg = cfg.data
+    teachers = pipeline._teachers(data_cfg)
+    tokenizer = pipeline.tokenizer_for(data_cfg)
+    if tokenizer.vocab_size > cfg.model.vocab_size:
+        raise ValueError(
+            f"tokenizer {data_cfg.tokenizer!r} has {tokenizer.vocab_size} ids but "
+            f"config.model.vocab_size is {cfg.model.vocab_size}; raise the model vocabulary"
+        )
+    report = None
+    train_features: list = []
+    if train:
+        examples, report = pipeline.load_examples(data_cfg, "train")
+        fraction = float(data_cfg.train_fraction)
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"config.data.train_fraction must be in (0, 1], got {fraction}")
+        if fraction < 1.0:
+            keep = max(1, round(len(examples) * fraction))
+            report.note(f"train_fraction={fraction}: training on the first {keep} of "
+                        f"{len(examples)} examples")
+            examples = examples[:keep]
+        train_features, freport = pipeline.build_features(data_cfg, examples, tokenizer)
+        report.merge(freport)
+    eval_features, eval_examples = {}, {}
+    for split in splits:
+        examples, _ = pipeline.load_examples(data_cfg, split)
+        feats, _ = pipeline.build_features(data_cfg, examples, tokenizer, tasks=(ANSWER_TASK,))
+        eval_features[split], eval_examples[split] = feats, examples
+    return DataBundle(tokenizer, train_features, eval_features, eval_examples, teachers, report)
+
+
+# --- model and state ------------------------------------------------------------
+
+
+def model_config(cfg: Any) -> T5Config:
+    if cfg.init_from:
+        from tinyllm_jax.models.hf import load_hf_config
+
+        hf = load_hf_config(cfg.init_from)
+        runtime = {k: cfg.model[k] for k in ("dtype", "remat", "scan_layers", "dropout_rate")}
+        return hf.replace(**runtime)
+    return to_t5_config(cfg.model)
+
+
+def state_shardings(config: T5Config, tx: Any, mesh: Any) -> tuple[Any, Any]:
+    """(abstract state, shardings) without allocating anything."""
+    boxed = abstract_params(config)
+    param_sh = shard_lib.logical_to_sharding(boxed, mesh)
+    abstract = jax.eval_shape(lambda: init_state(config, tx, 0))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    opt_sh = shard_lib.like_params_sharding(abstract.opt_state, abstract.params, param_sh, mesh)
+    shardings = TrainState(
+        step=replicated, params=param_sh, opt_state=opt_sh, rng=replicated, nonfinite=replicated
+    )
+    abstract = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
+    return abstract, shardings
+
+
+def _global_from_host(tree: Any, shardings: Any) -> Any:
+    return jax.tree.map(
+        lambda x, s: jax.make_array_from_callback(np.shape(x), s, lambda idx: np.asarray(x)[idx]),
+        tree, shardings,
+    )
+
+
+def create_state(cfg: Any, config: T5Config, tx: Any, mesh: Any, shardings: Any) -> TrainState:
+    if cfg.init_from:
+        from tinyllm_jax.models.hf import load_hf_checkpoint
+
+        _, params = load_hf_checkpoint(cfg.init_from)
+        params = _global_from_host(params, shardings.params)
+        fn = jax.jit(lambda p: state_from_params(p, tx, cfg.seed), out_shardings=shardings)
+        return fn(params)
+    fn = jax.jit(lambda: init_state(config, tx, cfg.seed), out_shardings=shardings)
+    return fn()
+
+
+# --- evaluation -------------------------------------------------------------------
+
+
+def _max_new_tokens(cfg: Any, bundle: DataBundle, split: str) -> int:
+    if cfg.train.eval_max_new_tokens:
+        return int(cfg.train.eval_max_new_tokens)
+    longest = max(
+        (len(bundle.tokenizer.encode(ex.answer)) for ex in bundle.eval_examples[split]), default=8
+    )
+    return longest + 8
+
+
+def run_eval(
+    cfg: Any, config: T5Config, params: Any, bundle: DataBundle, split: str, mesh: Any,
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    outputs = eval_lib.decode_features(
+        params, config.replace(dropout_rate=0.0), bundle.eval_features[split], mesh=mesh,
+        batch_size=int(cfg.train.eval_batch_size),
+        max_new_tokens=_max_new_tokens(cfg, bundle, split), eos_id=bundle.tokenizer.eos_id,
+        pad_id=bundle.tokenizer.pad_id,
+    )
+    return eval_lib.accuracy_report(outputs, bundle.eval_examples[split], bundle.tokenizer)
+
+
+def write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
+    if jax.process_index() != 0:
+        return
+    tmp = path.with_suffix(".jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(metrics_lib.json.dumps(r, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+# --- preemption ---------------------------------------------------------------------
+
+
+class _Preemption:
+    """SIGTERM (TPU/spot preemption) asks the loop to save and stop cleanly."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _Preemption:
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. inside a test runner thread)
+            self._previous = None
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        log.warning("SIGTERM received: saving a checkpoint and stopping")
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _batch_stats(batch: dict[str, np.ndarray]) -> tuple[int, int]:
+    """(answer-task examples, real tokens) in this host's rows."""
+    starts = (batch["decoder_positions"] == 0) & (batch["decoder_segment_ids"] > 0)
+    examples = int(np.sum(starts & (batch["decoder_task_ids"] == ANSWER_TASK)))
+    tokens = int(np.sum(batch["encoder_segment_ids"] > 0) + np.sum(batch["decoder_segment_ids"] > 0))
+    return examples, tokens
+
+
+# --- the loop -----------------------------------------------------------------------
+
+
+def train_and_evaluate(cfg: Any, workdir: str) -> dict[str, Any]:
+    workdir_path = Path(workdir)
+    workdir_path.mkdir(parents=True, exist_ok=True)
+    is_main = jax.process_index() == 0
+
+    # ---- mesh
+    mesh = shard_lib.make_mesh(cfg.mesh)
+    if cfg.train.batch_size % shard_lib.batch_divisor(mesh):
+        raise ValueError(
+            f"config.train.batch_size={cfg.train.batch_size} must be divisible by the "
+            f"data*fsdp mesh size {shard_lib.batch_divisor(mesh)}"
+        )
+    if cfg.train.eval_batch_size % shard_lib.batch_divisor(mesh):
+        raise ValueError(
+            f"config.train.eval_batch_size={cfg.train.eval_batch_size} must be divisible by "
+            f"the data*fsdp mesh size {shard_lib.batch_divisor(mesh)}"
+        )
+
+    # ---- input
+    t0 = time.perf_counter()
+    splits = tuple(dict.fromkeys((*cfg.train.eval_splits, cfg.train.final_eval_split)))
+    splits = tuple(s for s in splits if s)
+    bundle = load_data(cfg, splits)
+    if is_main:
+        print(bundle.report.format("training data"), flush=True)
+    iterator = pipeline.make_iterator(cfg.data, bundle.train_features, batch_size=cfg.train.batch_size)
+    tasks = task_names(bundle.teachers)
+    log.info("data ready in %.1fs: %d training pairs, rows %dx%d", time.perf_counter() - t0,
+             len(bundle.train_features), iterator.input_len, iterator.target_len)
+
+    # ---- model, optimizer, sharded state
+    config = model_config(cfg)
+    tx, sched = make_optimizer(cfg.optimizer, int(cfg.train.steps))
+    abstract, shardings = state_shardings(config, tx, mesh)
+    coefs = task_coefficients(cfg.loss.answer_weight, cfg.loss.rationale_weights, len(bundle.teachers))
+    meta = ckpt_lib.run_meta(
+        config, teachers=bundle.teachers, tokenizer=str(cfg.data.tokenizer),
+        dataset=str(cfg.data.name), vocab=bundle.tokenizer.vocab_size,
+    )
+
+    # ---- checkpoint / resume
+    ckpt = ckpt_lib.Checkpointer(
+        workdir, keep=cfg.train.keep_checkpoints, keep_best=cfg.train.keep_best,
+        async_save=cfg.train.async_checkpoints,
+    )
+    start = ckpt.latest_step()
+    if start is not None:
+        state, data_state, _ = ckpt.restore(start, abstract, expected_meta=meta)
+        iterator.set_state(data_state)
+        if is_main:
+            print(f"resumed from {ckpt.directory / str(start)} (iterator {data_state})", flush=True)
+    else:
+        state = create_state(cfg, config, tx, mesh, shardings)
+        start = 0
+
+    # ---- step
+    step_fn = make_train_step(
+        config, tx, coefs, z_loss=cfg.loss.z_loss, label_smoothing=cfg.loss.label_smoothing,
+        accumulate_steps=int(cfg.optimizer.accumulate_steps), schedule=sched,
+    )
+    batch_sh = shard_lib.batch_sharding(mesh)
+    jitted = jax.jit(
+        step_fn, in_shardings=(shardings, {k: batch_sh for k in STEP_KEYS}),
+        out_shardings=(shardings, None), donate_argnums=(0,),
+    )
+    first = next(iterator)
+    t_compile = time.perf_counter()
+    with jax.set_mesh(mesh), nn.logical_axis_rules(shard_lib.LOGICAL_RULES):
+        compiled = jitted.lower(state, shard_lib.global_batch(
+            {k: first[k] for k in STEP_KEYS}, mesh)).compile()
+    compile_s = time.perf_counter() - t_compile
+    if is_main:
+        print(f"train step compiled in {compile_s:.1f}s; mesh {dict(mesh.shape)}; "
+              f"{iterator.batch_size} rows of {iterator.input_len}+{iterator.target_len} tokens",
+              flush=True)
+
+    # ---- evals
+    writer = metrics_lib.MetricWriter(workdir)
+    history: dict[str, Any] = {"best_val_accuracy": None, "best_step": None}
+
+    def evaluate_now(step: int) -> dict[str, float]:
+        results = {}
+        for split in cfg.train.eval_splits:
+            m, _ = run_eval(cfg, config, state.params, bundle, split, mesh)
+            writer.write(step, m, kind=f"eval/{split}")
+            results[split] = m
+            if is_main:
+                print(f"step {step}: {split} accuracy {m['accuracy']:.4f} "
+                      f"(normalized {m['accuracy_normalized']:.4f}, chance {m['chance']:.3f})",
+                      flush=True)
+        return results
+
+    def save(step: int, evals: dict[str, dict[str, float]] | None, force: bool = False) -> None:
+        metrics = None
+        if evals and "valid" in evals:
+            acc = evals["valid"]["accuracy"]
+            metrics = {"val_accuracy": acc}
+            if history["best_val_accuracy"] is None or acc > history["best_val_accuracy"]:
+                history.update(best_val_accuracy=acc, best_step=step)
+        ckpt.save(step, state, iterator.get_state(), meta, metrics=metrics, force=force)
+
+    # ---- loop
+    total = int(cfg.train.steps)
+    progress = metrics_lib.Progress(total, start, bool(cfg.train.progress_bar))
+    pending: list[dict[str, Any]] = []
+    counts = np.zeros(2)
+    t_log, t_train = time.perf_counter(), time.perf_counter()
+    last_saved = start
+    batch = first
+    step = start
+    status = "completed"
+    with _Preemption() as preempt:
+        while step < total:
+            if step > start:
+                batch = next(iterator)
+            counts += _batch_stats(batch)
+            state, m = compiled(state, shard_lib.global_batch({k: batch[k] for k in STEP_KEYS}, mesh))
+            pending.append(m)
+            step += 1
+            if step % cfg.train.log_every == 0 or step == total:
+                fetched = jax.device_get(pending)
+                pending = []
+                elapsed = time.perf_counter() - t_log
+                n = len(fetched)
+                scalars = {
+                    "loss": float(np.mean([f["loss"] for f in fetched])),
+                    "grad_norm": float(np.mean([f["grad_norm"] for f in fetched])),
+                    "step_time_s": elapsed / n,
+                    "examples_per_s": counts[0] * jax.process_count() / elapsed,
+                    "tokens_per_s": counts[1] * jax.process_count() / elapsed,
+                    "nonfinite_total": float(fetched[-1]["nonfinite_total"]),
+                }
+                if "lr" in fetched[-1]:
+                    scalars["lr"] = float(fetched[-1]["lr"])
+                per_task = np.mean([f["per_task_ce"] for f in fetched], axis=0)
+                for name, v in zip(tasks, per_task):
+                    scalars[f"loss/{name}"] = float(v)
+                writer.write(step, scalars)
+                progress.update(step, " ".join(
+                    [f"loss {scalars['loss']:.3f}"]
+                    + [f"{t} {scalars['loss/' + t]:.3f}" for t in tasks]
+                    + [f"{scalars['examples_per_s']:.1f} ex/s"]
+                ))
+                counts[:] = 0
+                t_log = time.perf_counter()
+                bad = int(scalars["nonfinite_total"])
+                if bad and cfg.train.nonfinite == "stop":
+                    ckpt.wait()
+                    raise NonFiniteError(
+                        f"non-finite loss or gradients by step {step} ({bad} update(s) skipped; "
+                        f"parameters were not changed by them). Last good checkpoint: "
+                        f"{ckpt.directory / str(last_saved) if ckpt.latest_step() else 'none'}. "
+                        "Lower the learning rate, enable clipping, or set "
+                        "config.train.nonfinite='skip' to skip such updates."
+                    )
+            evals = None
+            if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or step == total):
+                evals = evaluate_now(step)
+            if step % cfg.train.checkpoint_every == 0 or step == total or evals:
+                save(step, evals)
+                last_saved = step
+            if preempt.requested:
+                if last_saved != step:
+                    save(step, None, force=True)
+                status = "preempted"
+                break
+    ckpt.wait()
+    progress.close()
+    train_s = time.perf_counter() - t_train
+
+    # ---- final report on the best checkpoint
+    summary: dict[str, Any] = {
+        "status": status, "step": step, "compile_s": compile_s, "train_s": train_s,
+        "best_step": history["best_step"], "best_val_accuracy": history["best_val_accuracy"],
+        "teachers": list(bundle.teachers), "model": dataclasses.asdict(config),
+        "dataset": cfg.data.name, "workdir": str(workdir_path.absolute()),
+    }
+    if status == "completed" and cfg.train.final_eval_split:
+        split = cfg.train.final_eval_split
+        best = ckpt.best_step()
+        params = state.params
+        if best is not None and best != step:
+            params = ckpt.restore(best, abstract, expected_meta=meta)[0].params
+        m, rows = run_eval(cfg, config, params, bundle, split, mesh)
+        write_predictions(workdir_path / f"predictions_{split}.jsonl", rows)
+        writer.write(step, m, kind=f"final/{split}")
+        summary.update({f"{split}_{k}": v for k, v in m.items()})
+        summary["evaluated_step"] = best if best is not None else step
+        if is_main:
+            print(f"final {split} accuracy {m['accuracy']:.4f} (normalized "
+                  f"{m['accuracy_normalized']:.4f}) on {int(m['examples'])} examples; chance "
+                  f"{m['chance']:.3f}; checkpoint step {summary['evaluated_step']}", flush=True)
+    ckpt.close()
+    writer.close()
+    if is_main:
+        metrics_lib.write_json_atomic(workdir_path / "summary.json", summary)
+        if cfg.train.plot:
+            metrics_lib.plot_run(workdir_path)
+    return summary
+
+
+def evaluate_workdir(
+    cfg: Any, workdir: str, split: str | None = None, which: str = "best"
+) -> dict[str, Any]:
+    """--mode=eval: restore the best (or latest) checkpoint and score a split."""
+    workdir_path = Path(workdir)
+    split = split or cfg.train.final_eval_split
+    mesh = shard_lib.make_mesh(cfg.mesh)
+    bundle = load_data(cfg, (split,), train=False)
+    config = model_config(cfg)
+    tx, _ = make_optimizer(cfg.optimizer, int(cfg.train.steps))
+    abstract, _ = state_shardings(config, tx, mesh)
+    meta = ckpt_lib.run_meta(
+        config, teachers=bundle.teachers, tokenizer=str(cfg.data.tokenizer),
+        dataset=str(cfg.data.name), vocab=bundle.tokenizer.vocab_size,
+    )
+    ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
+    try:
+        step = ckpt.best_step() if which == "best" else None
+        step = step if step is not None else ckpt.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"{ckpt.directory}: no checkpoint to evaluate")
+        state = ckpt.restore(step, abstract, expected_meta=meta)[0]
+    finally:
+        ckpt.close()
+    m, rows = run_eval(cfg, config, state.params, bundle, split, mesh)
+    if cfg.train.eval_rationales and bundle.teachers:
+        prefixes = teacher_prefixes_for(
+            bundle.teachers, tuple(cfg.data.teacher_prefixes) or None, cfg.data.answer_prefix
+        )
+        by_id = {r["id"]: r for r in rows}
+        for teacher, prefix in zip(bundle.teachers, prefixes):
+            texts = eval_lib.generate_rationales(
+                state.params, config.replace(dropout_rate=0.0), bundle.eval_examples[split],
+                prefix=prefix, tokenizer=bundle.tokenizer, mesh=mesh,
+                batch_size=int(cfg.train.eval_batch_size), max_input_len=int(cfg.data.max_input_len),
+                max_new_tokens=int(cfg.data.max_target_len),
+            )
+            for ex_id, text in texts.items():
+                if ex_id in by_id:
+                    by_id[ex_id][f"rationale_{teacher}"] = text
+    write_predictions(workdir_path / f"predictions_{split}.jsonl", rows)
+    result = {"split": split, "step": step, **m}
+    if jax.process_index() == 0:
+        print(f"{split} accuracy {m['accuracy']:.4f} (normalized {m['accuracy_normalized']:.4f}) "
+              f"on {int(m['examples'])} examples at checkpoint step {step}; chance "
+              f"{m['chance']:.3f}", flush=True)
+        metrics_lib.write_json_atomic(workdir_path / f"eval_{split}.json", result)
+    return result
