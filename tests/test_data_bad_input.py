@@ -1,0 +1,249 @@
+"""Bad input never escapes as a bare traceback: each case is a DataError that
+names the file, the line or row, the field, and what was expected."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tinyllm_jax.data.errors import DataError
+from tinyllm_jax.data.store import read_store, store_path
+from tinyllm_jax.data.tinyllm import read_split
+
+GOOD = [
+    {"id": "a1", "question": "Which is hot?", "choices": ["fire", "ice"], "answer": "fire"},
+    {"id": "a2", "question": "Which is wet?", "choices": ["sand", "rain"], "answer": "rain"},
+    {"id": "a3", "question": "Which flies?", "choices": ["bird", "rock"], "answer": "bird"},
+]
+
+
+def string_for(q: dict, rationale: str = "Because it is.", llama: str = "Some thought.") -> str:
+    letter = "ab"[q["choices"].index(q["answer"])]
+    return (f"{rationale} Thus, the answer is ({letter}) {q['answer']}\n\nQ: {q['question']}"
+            f"\nAnswer Choices:\n(a) {q['choices'][0]}\n(b) {q['choices'][1]}"
+            f" llama rationale: {llama}")
+
+
+def layout(root: Path, questions_text: str | None = None, strings: list | None = None,
+           chunks: list[list] | None = None) -> Path:
+    """A one-split dataset "bad" under root; by default every part is valid."""
+    d = root / "bad"
+    (d / "llm").mkdir(parents=True)
+    if questions_text is None:
+        questions_text = "".join(json.dumps(q) + "\n" for q in GOOD)
+    (d / "bad_train.json").write_text(questions_text)
+    if chunks is None:
+        chunks = [strings if strings is not None else [string_for(q) for q in GOOD]]
+    for k, chunk in enumerate(chunks):
+        (d / "llm" / f"train_CoT_{k}.json").write_text(json.dumps(chunk))
+    return root
+
+
+def read(root: Path, teachers=("flan", "llama"), **kw):
+    return read_split(root, "bad", "train", teachers, **kw)
+
+
+def test_valid_baseline_reads(tmp_path):
+    examples, _ = read(layout(tmp_path))
+    assert [e.answer for e in examples] == ["fire", "rain", "bird"]
+
+
+def test_malformed_json_line_names_file_and_line(tmp_path):
+    lines = [json.dumps(q) for q in GOOD]
+    lines[1] = lines[1][:-5]
+    with pytest.raises(DataError) as err:
+        read(layout(tmp_path, "\n".join(lines) + "\n"))
+    e = err.value
+    assert e.path.endswith("bad_train.json") and e.line == 2
+    assert "bad_train.json, line 2: malformed JSON line" in str(e)
+
+
+def test_malformed_json_array_names_line(tmp_path):
+    text = json.dumps(GOOD, indent=1).replace('"rain"\n', '"rain",\n', 1)
+    with pytest.raises(DataError, match=r"bad_train\.json, line \d+: malformed JSON array"):
+        read(layout(tmp_path, text))
+
+
+@pytest.mark.parametrize("field", ["answer", "choices", "id", "question"])
+def test_record_missing_a_field(tmp_path, field):
+    records = [dict(q) for q in GOOD]
+    del records[2][field]
+    text = "".join(json.dumps(q) + "\n" for q in records)
+    with pytest.raises(DataError) as err:
+        read(layout(tmp_path, text))
+    assert (err.value.line, err.value.row, err.value.field) == (3, 2, field)
+    assert f"bad_train.json, line 3, row 2, field '{field}': record has no '{field}'" in str(err.value)
+
+
+def test_answer_not_among_choices(tmp_path):
+    records = [dict(q) for q in GOOD]
+    records[0]["answer"] = "water"
+    with pytest.raises(DataError, match=r"row 0, field 'answer': answer 'water' is not among"):
+        read(layout(tmp_path, json.dumps(records)))
+
+
+def test_answer_matching_two_choices_is_ambiguous(tmp_path):
+    records = [dict(q) for q in GOOD]
+    records[0]["choices"] = ["fire", "fire"]
+    with pytest.raises(DataError, match=r"row 0, field 'answer'.*more than one choice"):
+        read(layout(tmp_path / "a", json.dumps(records)), teachers=())
+    # Choices equal only up to blanks: the exact match decides, and it is counted.
+    records[0]["choices"] = ["fire", "fire "]
+    examples, report = read(layout(tmp_path / "b", json.dumps(records)), teachers=())
+    assert examples[0].answer_index == 0 and report.counts["duplicate_choices"] == 1
+
+
+def test_choices_not_a_list(tmp_path):
+    records = [dict(q) for q in GOOD]
+    records[1]["choices"] = "fire, ice"
+    with pytest.raises(DataError, match=r"row 1, field 'choices'.*list of at least two"):
+        read(layout(tmp_path, json.dumps(records)))
+
+
+def test_duplicate_ids(tmp_path):
+    records = [dict(q) for q in GOOD]
+    records[2]["id"] = "a1"
+    text = "".join(json.dumps(q) + "\n" for q in records)
+    with pytest.raises(DataError, match=r"line 3, row 2, field 'id': duplicate id 'a1' \(first at row 0\)"):
+        read(layout(tmp_path, text))
+
+
+def test_rationale_file_shorter_than_question_file(tmp_path):
+    root = layout(tmp_path, strings=[string_for(q) for q in GOOD[:2]])
+    with pytest.raises(DataError, match=r"train_CoT_0\.json: teacher files hold 2 rows but .* 3 questions"):
+        read(root)
+
+
+def test_rationale_file_longer_than_question_file(tmp_path):
+    root = layout(tmp_path, strings=[string_for(q) for q in [*GOOD, GOOD[0]]])
+    with pytest.raises(DataError, match=r"teacher files hold 4 rows but .* 3 questions"):
+        read(root)
+
+
+def test_misaligned_rationale_names_file_chunk_and_row(tmp_path):
+    root = layout(tmp_path, strings=[string_for(GOOD[0]), string_for(GOOD[2]), string_for(GOOD[1])])
+    with pytest.raises(DataError) as err:
+        read(root)
+    e = err.value
+    assert e.path.endswith("train_CoT_0.json") and e.row == 1 and e.field == "question"
+    assert "chunk 0, string 1 of the chunk" in str(e) and "id 'a2'" in str(e)
+
+
+def test_non_last_chunk_with_wrong_size(tmp_path):
+    root = layout(tmp_path, chunks=[[string_for(GOOD[0])], [string_for(q) for q in GOOD[1:]]])
+    with pytest.raises(DataError, match=r"train_CoT_0\.json: chunk 0 holds 1 strings \(expected 500"):
+        read(root)
+
+
+def test_missing_chunk_in_the_middle(tmp_path):
+    root = layout(tmp_path)
+    (root / "bad" / "llm" / "train_CoT_2.json").write_text("[]")
+    with pytest.raises(DataError, match=r"teacher chunks \[1\] missing"):
+        read(root)
+
+
+def test_teacher_string_without_choices_block(tmp_path):
+    strings = [string_for(q) for q in GOOD]
+    strings[1] = strings[1].replace("\nAnswer Choices:\n", "\n")
+    with pytest.raises(DataError, match=r"train_CoT_0\.json, row 1: chunk 0, string 1 .*no 'Answer Choices:'"):
+        read(layout(tmp_path, strings=strings))
+
+
+def test_teacher_file_not_an_array_of_strings(tmp_path):
+    with pytest.raises(DataError, match=r"row 1: chunk 0, string 1 is a int"):
+        read(layout(tmp_path, strings=[string_for(GOOD[0]), 7, string_for(GOOD[2])]))
+
+
+def test_unknown_teacher_lists_available(tmp_path):
+    root = layout(tmp_path)
+    store = tmp_path / "store"
+    store_path(store, "bad", "qwen", "train").parent.mkdir(parents=True)
+    store_path(store, "bad", "qwen", "train").write_text('{"id": "a1", "rationale": "r"}\n')
+    with pytest.raises(DataError) as err:
+        read(root, teachers=("flan", "gpt"), store_dir=store)
+    assert err.value.field == "teachers"
+    assert "unknown teacher 'gpt'" in str(err.value)
+    assert "['flan', 'llama', 'qwen']" in str(err.value)
+
+
+def test_empty_rationale_becomes_none_and_is_counted(tmp_path):
+    strings = [string_for(GOOD[0], rationale="", llama="  "), string_for(GOOD[1]),
+               string_for(GOOD[2])]
+    examples, report = read(layout(tmp_path, strings=strings))
+    assert examples[0].rationales == {"flan": None, "llama": None}
+    assert report.counts["flan/empty_rationale"] == 1
+    assert report.counts["llama/empty_rationale"] == 1
+
+
+def write_store(tmp_path: Path, lines: list[str]) -> Path:
+    path = store_path(tmp_path / "store", "bad", "qwen", "train")
+    path.parent.mkdir(parents=True)
+    path.write_text("".join(line + "\n" for line in lines))
+    return tmp_path / "store"
+
+
+def test_store_line_with_unknown_id(tmp_path):
+    store = write_store(tmp_path, ['{"id": "a1", "rationale": "r"}', '{"id": "zz", "rationale": "r"}'])
+    with pytest.raises(DataError, match=r"train\.jsonl, line 2, field 'id': id 'zz' is not in .*bad_train\.json"):
+        read(layout(tmp_path), teachers=("qwen",), store_dir=store)
+
+
+def test_store_line_with_duplicate_id(tmp_path):
+    store = write_store(tmp_path, ['{"id": "a1", "rationale": "r"}', '{"id": "a1", "rationale": "s"}'])
+    with pytest.raises(DataError, match=r"line 2, field 'id': duplicate id 'a1' \(first on line 1\)"):
+        read(layout(tmp_path), teachers=("qwen",), store_dir=store)
+
+
+def test_store_malformed_middle_line(tmp_path):
+    store = write_store(tmp_path, ['{"id": "a1", "rationale": "r"}', '{"id": "a2", ', '{"id": "a3"}'])
+    with pytest.raises(DataError, match=r"train\.jsonl, line 2: malformed JSON"):
+        read(layout(tmp_path), teachers=("qwen",), store_dir=store)
+
+
+def test_store_record_without_rationale_field(tmp_path):
+    store = write_store(tmp_path, ['{"id": "a1", "teacher_answer": "fire"}'])
+    with pytest.raises(DataError, match=r"line 1, field 'rationale'.*expected a string or null"):
+        read(layout(tmp_path), teachers=("qwen",), store_dir=store)
+
+
+def test_store_record_with_bad_id_type(tmp_path):
+    path = write_store(tmp_path, ['{"id": null, "rationale": "r"}']) / "bad" / "qwen" / "train.jsonl"
+    with pytest.raises(DataError, match=r"line 1, field 'id': bad id None"):
+        read_store(path)
+
+
+@pytest.mark.parametrize("kw,field", [
+    ({"label_source": "majority"}, "label_source"),
+    ({"teachers": "flan"}, "teachers"),
+    ({"teachers": ("flan", "flan")}, "teachers"),
+])
+def test_bad_options(tmp_path, kw, field):
+    args = {"teachers": ("flan",), **kw}
+    teachers = args.pop("teachers")
+    with pytest.raises(DataError) as err:
+        read(layout(tmp_path), teachers=teachers, **args)
+    assert err.value.field == field
+
+
+def test_unknown_split_and_dataset(tmp_path):
+    root = layout(tmp_path)
+    with pytest.raises(DataError, match=r"field 'split': unknown split 'dev'"):
+        read_split(root, "bad", "dev", ("flan",))
+    with pytest.raises(DataError, match=r"no dataset directory 'obqa' \(expected one of \['bad'\]\)"):
+        read_split(root, "obqa", "train", ("flan",))
+
+
+def test_missing_question_file_without_teacher_files(tmp_path):
+    (tmp_path / "bad" / "llm").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"bad_valid\.json: question file not found"):
+        read_split(tmp_path, "bad", "valid", ())
+
+
+def test_builtin_teacher_without_teacher_files(tmp_path):
+    root = layout(tmp_path)
+    (root / "bad" / "llm" / "train_CoT_0.json").unlink()
+    with pytest.raises(DataError, match=r"llm: no teacher files for split 'train' \(expected train_CoT_0"):
+        read(root)
+    assert len(read(root, teachers=())[0]) == 3  # a label-only run needs none
