@@ -1,0 +1,165 @@
+"""Convert the published TinyLLM rationales into this project's store.
+
+    python -m tinyllm_jax.teachers.importer --root=../shared/data/tinyllm \
+        --datasets=obqa,piqa --out=runs/rationales [--splits=train,valid,test] [--overwrite]
+
+writes `<out>/<dataset>/{flan,llama}/<split>.jsonl` in the same line format as
+generated rationales, so published and newly generated teachers are read the
+same way (`read_split(..., store_dir=out)`, `config.data.rationale_store`).
+Parsing of the published strings is the data reader's (data/tinyllm.py), so
+the store holds exactly what training on the raw files would see. A teacher
+with no rationale at all in a split (LLaMA in PIQA) gets no file.
+
+Each file is written to a temporary name, fsynced and renamed: an import is
+all or nothing, and an existing file is kept unless --overwrite is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tinyllm_jax.data.errors import DataError
+from tinyllm_jax.data.report import DataReport
+from tinyllm_jax.data.store import append_records, store_path
+from tinyllm_jax.teachers.config import TeacherError
+
+# The models that wrote the published files (../shared/README.md).
+PUBLISHED_MODELS = {
+    "flan": "google/flan-t5-xl",
+    "llama": "meta-llama/Llama-2-7b-chat-hf",
+}
+SPLITS = ("train", "valid", "test")
+
+
+@dataclasses.dataclass
+class ImportResult:
+    dataset: str
+    split: str
+    teacher: str
+    path: Path
+    rows: int = 0
+    rationales: int = 0
+    status: str = "written"  # written | exists | no_rationales
+
+    def format(self) -> str:
+        if self.status == "no_rationales":
+            return f"{self.dataset}/{self.teacher}/{self.split}: no rationales in the source; no file"
+        if self.status == "exists":
+            return f"{self.path}: exists, kept (use --overwrite to replace)"
+        return f"{self.path}: {self.rows} rows, {self.rationales} with a rationale"
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, records: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.importing")
+    if tmp.exists():
+        tmp.unlink()  # left by an import that was killed
+    append_records(tmp, records)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def import_split(
+    root: str | os.PathLike[str],
+    dataset: str,
+    split: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    teachers: Sequence[str] = ("flan", "llama"),
+    overwrite: bool = False,
+    report: DataReport | None = None,
+) -> list[ImportResult]:
+    """Import one split's published teachers; returns one result per teacher."""
+    from tinyllm_jax.data.tinyllm import read_split
+
+    unknown = sorted(set(teachers) - set(PUBLISHED_MODELS))
+    if unknown:
+        raise TeacherError(f"--teachers: {unknown} are not published TinyLLM teachers "
+                           f"(expected some of {sorted(PUBLISHED_MODELS)})")
+    results = [
+        ImportResult(dataset, split, t, store_path(out_dir, dataset, t, split)) for t in teachers
+    ]
+    if not overwrite and all(r.path.exists() for r in results):
+        for r in results:
+            r.status = "exists"
+        return results
+    # Read without the store: the published files are the source here.
+    examples, split_report = read_split(root, dataset, split, tuple(teachers))
+    if report is not None:
+        report.merge(split_report)
+    for result in results:
+        t = result.teacher
+        result.rows = len(examples)
+        result.rationales = sum(e.rationales.get(t) is not None for e in examples)
+        if result.rationales == 0:
+            result.status = "no_rationales"
+            continue
+        if result.path.exists() and not overwrite:
+            result.status = "exists"
+            continue
+        records = [
+            {
+                "id": e.id,
+                "rationale": e.rationales.get(t),
+                "teacher_answer": e.teacher_answers.get(t),
+                "prompt_hash": None,  # the published prompts are not known
+                "model": PUBLISHED_MODELS[t],
+                "generation": {"source": "tinyllm-published", "teacher": t},
+                "error": None,
+                "notes": [],
+                "demo_ids": [],
+                "raw": None,
+            }
+            for e in examples
+        ]
+        result.path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(result.path, records)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m tinyllm_jax.teachers.importer",
+        description="Convert the published TinyLLM rationales into the rationale store.",
+    )
+    parser.add_argument("--root", required=True, help="TinyLLM data root, e.g. ../shared/data/tinyllm")
+    parser.add_argument("--datasets", required=True, help="comma list, e.g. obqa,piqa")
+    parser.add_argument("--out", required=True, help="store directory, e.g. runs/rationales")
+    parser.add_argument("--splits", default=",".join(SPLITS))
+    parser.add_argument("--teachers", default="flan,llama")
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    split_names = [s for s in args.splits.split(",") if s]
+    try:
+        for dataset in [d for d in args.datasets.split(",") if d]:
+            report = DataReport()
+            for split in split_names:
+                results = import_split(
+                    args.root, dataset, split, args.out,
+                    teachers=[t for t in args.teachers.split(",") if t],
+                    overwrite=args.overwrite, report=report,
+                )
+                for result in results:
+                    print(result.format())
+            print(report.format(f"{dataset} reader report"))
+    except (TeacherError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

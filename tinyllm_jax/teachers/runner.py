@@ -1,0 +1,168 @@
+"""From a validated config to store files: data, prompts, backends, splits.
+
+Teachers run one after another and each model is released before the next is
+loaded, so two 7B teachers never share one GPU's memory.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tinyllm_jax.data.example import Example
+from tinyllm_jax.data.store import store_path
+from tinyllm_jax.teachers import backends
+from tinyllm_jax.teachers.config import RunSpec, TeacherError, TeacherSpec
+from tinyllm_jax.teachers.generate import SplitResult, generate_split
+from tinyllm_jax.teachers.prompts import PromptBuilder
+
+
+def load_split(data_cfg: Any, split: str) -> list[Example]:
+    """One split through the training pipeline's reader, so teachers see the
+    same examples (ids, questions, choices) the student will be trained on."""
+    from tinyllm_jax.data.pipeline import load_examples
+
+    loaded = load_examples(data_cfg, split)
+    # Readers return (examples, DataReport); accept a bare list as well.
+    examples = loaded[0] if isinstance(loaded, tuple) else loaded
+    return list(examples)
+
+
+def generation_record(run: RunSpec, spec: TeacherSpec, backend: str, kind: str, template: str) -> dict:
+    """The `generation` dict written on every line: what produced it."""
+    p = run.prompt
+    return {
+        **spec.generation,
+        "backend": backend,
+        "kind": kind,
+        "template": template,
+        "dtype": spec.dtype,
+        "k": p.k,
+        "teacher_forcing": p.teacher_forcing,
+        "prompt_seed": p.seed,
+        "demo_split": p.demo_split,
+        "demo_rationale": p.demo_rationale,
+    }
+
+
+class _Splits:
+    """Loads each split once for all teachers."""
+
+    def __init__(self, data_cfg: Any, limit: int) -> None:
+        self.data_cfg = data_cfg
+        self.limit = limit
+        self.cache: dict[str, list[Example]] = {}
+
+    def all(self, split: str) -> list[Example]:
+        if split not in self.cache:
+            self.cache[split] = load_split(self.data_cfg, split)
+        return self.cache[split]
+
+    def targets(self, split: str) -> list[Example]:
+        examples = self.all(split)
+        return examples if self.limit < 0 else examples[: self.limit]
+
+
+def _release(engine: Any) -> None:
+    del engine
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover - torch is needed to get here
+        pass
+
+
+def run(
+    run_spec: RunSpec,
+    data_cfg: Any,
+    *,
+    dry_run: int = 0,
+    echo: Callable[[str], None] = print,
+) -> list[SplitResult]:
+    """Generate (or with `dry_run` > 0 only print the prompts of the first
+    `dry_run` examples of) every teacher x split of the config."""
+    splits = _Splits(data_cfg, run_spec.max_examples)
+    demos = splits.all(run_spec.prompt.demo_split)
+    if not demos and run_spec.prompt.k:
+        raise TeacherError(
+            f"config.prompt.demo_split: split {run_spec.prompt.demo_split!r} of "
+            f"{run_spec.dataset!r} is empty; in-context examples are drawn from it"
+        )
+    if run_spec.cpu_threads and not dry_run:
+        import torch
+
+        torch.set_num_threads(run_spec.cpu_threads)
+    results: list[SplitResult] = []
+    for spec in run_spec.teachers:
+        tokenizer = backends.load_tokenizer(spec)
+        kind = backends.resolve_kind(spec)
+        template = backends.resolve_template(spec, tokenizer)
+        name = backends.backend_name(spec, kind)
+        builder = PromptBuilder(
+            run_spec.prompt,
+            demos,
+            template=template,
+            tokenizer=tokenizer,
+            instruction=spec.instruction,
+            system_prompt=spec.system_prompt,
+        )
+        add_special = template != "chat"  # a chat template renders its own BOS
+        if dry_run:
+            _print_prompts(spec, kind, template, builder, tokenizer, add_special, splits,
+                           run_spec.splits, dry_run, echo)
+            continue
+        loaded: list[Any] = []
+
+        def engine(spec=spec, tokenizer=tokenizer, kind=kind, name=name, loaded=loaded):
+            if not loaded:
+                echo(f"loading teacher {spec.name}: {spec.model} ({kind}, backend {name})")
+                loaded.append(backends.load_backend(name, spec, tokenizer, kind))
+            return loaded[0]
+
+        for split in run_spec.splits:
+            result = generate_split(
+                teacher=spec.name,
+                split=split,
+                examples=splits.targets(split),
+                builder=builder,
+                backend=engine,
+                out_path=store_path(run_spec.out_dir, run_spec.dataset, spec.name, split),
+                model=spec.model,
+                generation=generation_record(run_spec, spec, name, kind, template),
+                batch_size=spec.batch_size,
+                add_special_tokens=add_special,
+                progress=run_spec.progress,
+            )
+            echo(result.format())
+            results.append(result)
+        if loaded:
+            _release(loaded.pop())
+    return results
+
+
+def _print_prompts(
+    spec: TeacherSpec,
+    kind: str,
+    template: str,
+    builder: PromptBuilder,
+    tokenizer: Any,
+    add_special: bool,
+    splits: _Splits,
+    names: Sequence[str],
+    n: int,
+    echo: Callable[[str], None],
+) -> None:
+    for split in names:
+        for example in splits.targets(split)[:n]:
+            prompt = builder.build(example)
+            tokens = len(tokenizer(prompt.text, add_special_tokens=add_special)["input_ids"])
+            echo(
+                f"===== teacher {spec.name} ({spec.model}, {kind}, {template} template) | "
+                f"split {split} | id {example.id} | demos {list(prompt.demo_ids)} | "
+                f"{tokens} tokens | prompt_hash {prompt.hash} ====="
+            )
+            echo(prompt.text)
