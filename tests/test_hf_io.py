@@ -46,7 +46,7 @@ def _walk(tree, prefix=()):
 
 def test_pytorch_bin_and_sharded_index(hf_t5_dirs, hf_t5_models, tmp_path):
     model = hf_t5_models["uneven_layers"]
-    ref_cfg, ref_params = load_hf_checkpoint(hf_t5_dirs["uneven_layers"])
+    _, ref_params = load_hf_checkpoint(hf_t5_dirs["uneven_layers"])
     state = {k: v.clone() for k, v in model.state_dict().items()}
     state["lm_head.weight"] = model.lm_head.weight.detach().clone()
     # A .bin checkpoint.
@@ -87,14 +87,14 @@ def _copy(src, dst):
 def test_missing_weights_file(hf_t5_dirs, tmp_path):
     d = _copy(hf_t5_dirs["v1_tied_relu"], tmp_path / "m")
     (d / "model.safetensors").unlink()
-    with pytest.raises(CheckpointError, match="no weights found; expected model.safetensors"):
+    with pytest.raises(CheckpointError, match=r"no weights found; expected model\.safetensors"):
         Student.load(d)
 
 
 def test_missing_config(hf_t5_dirs, tmp_path):
     d = _copy(hf_t5_dirs["v1_tied_relu"], tmp_path / "m")
     (d / "config.json").unlink()
-    with pytest.raises(CheckpointError, match="missing config.json"):
+    with pytest.raises(CheckpointError, match=r"missing config\.json"):
         load_hf_checkpoint(d)
 
 

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from tinyllm_jax import Student
-from tinyllm_jax.models.t5 import SIZES, abstract_params, count_params, relative_position_bucket_table
+from tinyllm_jax.models.t5 import (
+    SIZES,
+    abstract_params,
+    count_params,
+    relative_position_bucket_table,
+)
 
 torch = pytest.importorskip("torch")
 

@@ -26,9 +26,10 @@ MODEL_SIZES: dict[str, T5Config] = {
 }
 
 # Model vocabulary per tokenizer: T5's 32,100 pieces padded to 32,128 as in
-# the released checkpoints; the byte tokenizer's 259 ids padded to 384 as ByT5.
+# the released checkpoints; the byte tokenizer's 259 ids padded to 384 as ByT5;
+# the synthetic task's BPE vocabulary (at most 512 ids).
 T5_VOCAB_SIZE = 32128
-BYTE_VOCAB_SIZE = 384
+MODEL_VOCAB = {"byte": 384, "synthetic": 512}
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> dict[str, Any]:
@@ -89,7 +90,7 @@ def base_config(
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.model = model_config_dict(
-        size, vocab_size=BYTE_VOCAB_SIZE if tokenizer == "byte" else T5_VOCAB_SIZE
+        size, vocab_size=MODEL_VOCAB.get(tokenizer, T5_VOCAB_SIZE)
     )
     # HF T5 directory or hub id to start from ("" = random init).
     c.init_from = ""
@@ -147,6 +148,10 @@ def base_config(
     c.train.eval_max_new_tokens = 0  # 0 = longest gold answer + 8
     c.train.eval_splits = ("valid",)
     c.train.final_eval_split = "test"
+    c.train.rank_choices = True  # also report rank-classification accuracy
+    # Validation metric that picks the best checkpoint: accuracy (exact match,
+    # as the reference code), accuracy_normalized or accuracy_ranked.
+    c.train.best_metric = "accuracy"
     c.train.eval_rationales = False  # also decode each teacher prefix at --mode=eval
     c.train.nonfinite = "stop"  # "stop" or "skip"
     c.train.progress_bar = True

@@ -1,12 +1,15 @@
 """Answer accuracy: greedy-decode the `predict:` task and compare with gold.
 
-`exact` is the reference code's metric (decoded text == gold choice text).
-`normalized` forgives case, whitespace, trailing punctuation and answers
-given as the option letter ("(b)", "b") or as "(b) text".
+`accuracy` is the reference code's metric (decoded text == gold choice text).
+`accuracy_normalized` forgives case, whitespace, trailing punctuation and
+answers given as the option letter ("(b)", "b") or as "(b) text".
+`accuracy_ranked` (rank classification) scores every choice by its
+log-likelihood under the answer task and takes the best one.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections.abc import Sequence
@@ -19,9 +22,11 @@ from jax.experimental import multihost_utils
 
 from tinyllm_jax.data.example import LETTERS, Example
 from tinyllm_jax.decode import greedy_decode, strip_after_eos
-from tinyllm_jax.models.t5 import T5Config
+from tinyllm_jax.losses import token_cross_entropy
+from tinyllm_jax.models.t5 import T5, T5Config
 from tinyllm_jax.sharding import global_batch
 
+Array = jax.Array
 _SPACE = re.compile(r"\s+")
 _LETTER = re.compile(r"^\(?([a-z])\)?(?:\s+(.*))?$")
 
@@ -73,10 +78,57 @@ def decode_features(
     return outputs
 
 
+@functools.partial(jax.jit, static_argnames=("config",))
+def _sequence_logprob(params: Any, batch: dict[str, Array], config: T5Config) -> Array:
+    logits = T5(config).apply(
+        {"params": params}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
+        batch["encoder_segment_ids"], batch["decoder_segment_ids"],
+    )
+    nll, _ = token_cross_entropy(logits, batch["decoder_target_tokens"])
+    return -jnp.sum(nll * batch["decoder_loss_weights"], axis=-1)
+
+
+def rank_choices(
+    params: Any, config: T5Config, features: Sequence[Any], examples: Sequence[Example], *,
+    tokenizer: Any, mesh: Any, batch_size: int,
+) -> dict[str, int]:
+    """Rank classification: the choice with the highest log-likelihood under
+    the answer task, per example id. Standard for multiple choice, and it
+    always names one of the options, unlike free generation."""
+    from tinyllm_jax.data.features import TaskFeature
+    from tinyllm_jax.data.pipeline import eval_batches
+
+    by_id = {ex.id: ex for ex in examples}
+    pairs, owners = [], []
+    for f in features:
+        ex = by_id.get(f.example_id)
+        if ex is None:
+            continue
+        for c, choice in enumerate(ex.choices):
+            target = np.asarray(tokenizer.encode(choice) + [tokenizer.eos_id], np.int32)
+            pairs.append(TaskFeature(f.example_id, 0, f.inputs, target))
+            owners.append((f.example_id, c))
+    scores = np.zeros(len(pairs), np.float64)
+    keys = ("encoder_input_tokens", "encoder_segment_ids", "decoder_input_tokens",
+            "decoder_target_tokens", "decoder_segment_ids", "decoder_loss_weights")
+    for b, eb in enumerate(eval_batches(pairs, batch_size=batch_size)):
+        arrays = global_batch({k: eb.batch[k] for k in keys}, mesh)
+        out = _sequence_logprob(params, arrays, config)
+        rows = np.asarray(multihost_utils.process_allgather(out, tiled=True))
+        n = min(batch_size, len(pairs) - b * batch_size)
+        scores[b * batch_size : b * batch_size + n] = rows[:n]
+    best: dict[str, tuple[float, int]] = {}
+    for (ex_id, c), s in zip(owners, scores):
+        if ex_id not in best or s > best[ex_id][0]:
+            best[ex_id] = (s, c)
+    return {k: v[1] for k, v in best.items()}
+
+
 def accuracy_report(
-    outputs: dict[str, list[int]], examples: Sequence[Example], tokenizer: Any
+    outputs: dict[str, list[int]], examples: Sequence[Example], tokenizer: Any,
+    ranked: dict[str, int] | None = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    rows, exact, norm = [], 0, 0
+    rows, exact, norm, rank = [], 0, 0, 0
     for ex in examples:
         if ex.id not in outputs:
             continue
@@ -84,16 +136,24 @@ def accuracy_report(
         e, n = is_correct(pred, ex)
         exact += e
         norm += n
-        rows.append({
+        row = {
             "id": ex.id, "input": ex.input, "gold": ex.answer, "prediction": pred,
             "correct": e, "correct_normalized": n, "label_source": ex.label_source,
-        })
+        }
+        if ranked is not None and ex.id in ranked:
+            choice = ex.choices[ranked[ex.id]]
+            row.update(ranked_choice=choice, correct_ranked=choice == ex.answer)
+            rank += choice == ex.answer
+        rows.append(row)
     total = max(len(rows), 1)
     chance = float(np.mean([1.0 / len(ex.choices) for ex in examples])) if examples else 0.0
-    return {
+    report = {
         "accuracy": exact / total, "accuracy_normalized": norm / total,
         "examples": float(len(rows)), "chance": chance,
-    }, rows
+    }
+    if ranked is not None:
+        report["accuracy_ranked"] = rank / total
+    return report, rows
 
 
 def generate_rationales(

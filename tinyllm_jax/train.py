@@ -22,6 +22,7 @@ from flax import linen as nn
 
 from tinyllm_jax import checkpoint as ckpt_lib
 from tinyllm_jax import evaluate as eval_lib
+from tinyllm_jax import memory as memory_lib
 from tinyllm_jax import metrics as metrics_lib
 from tinyllm_jax import sharding as shard_lib
 from tinyllm_jax.configs import to_t5_config
@@ -70,15 +71,8 @@ def load_data(cfg: Any, splits: tuple[str, ...], train: bool = True) -> DataBund
     report = None
     train_features: list = []
     if train:
+        # load_examples applies config.data.train_fraction to the train split.
         examples, report = pipeline.load_examples(data_cfg, "train")
-        fraction = float(data_cfg.train_fraction)
-        if not 0.0 < fraction <= 1.0:
-            raise ValueError(f"config.data.train_fraction must be in (0, 1], got {fraction}")
-        if fraction < 1.0:
-            keep = max(1, round(len(examples) * fraction))
-            report.note(f"train_fraction={fraction}: training on the first {keep} of "
-                        f"{len(examples)} examples")
-            examples = examples[:keep]
         train_features, freport = pipeline.build_features(data_cfg, examples, tokenizer)
         report.merge(freport)
     eval_features, eval_examples = {}, {}
@@ -152,13 +146,30 @@ def _max_new_tokens(cfg: Any, bundle: DataBundle, split: str) -> int:
 def run_eval(
     cfg: Any, config: T5Config, params: Any, bundle: DataBundle, split: str, mesh: Any,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    config = config.replace(dropout_rate=0.0)
     outputs = eval_lib.decode_features(
-        params, config.replace(dropout_rate=0.0), bundle.eval_features[split], mesh=mesh,
+        params, config, bundle.eval_features[split], mesh=mesh,
         batch_size=int(cfg.train.eval_batch_size),
         max_new_tokens=_max_new_tokens(cfg, bundle, split), eos_id=bundle.tokenizer.eos_id,
         pad_id=bundle.tokenizer.pad_id,
     )
-    return eval_lib.accuracy_report(outputs, bundle.eval_examples[split], bundle.tokenizer)
+    ranked = None
+    if cfg.train.rank_choices:
+        ranked = eval_lib.rank_choices(
+            params, config, bundle.eval_features[split], bundle.eval_examples[split],
+            tokenizer=bundle.tokenizer, mesh=mesh, batch_size=int(cfg.train.eval_batch_size),
+        )
+    return eval_lib.accuracy_report(
+        outputs, bundle.eval_examples[split], bundle.tokenizer, ranked
+    )
+
+
+def _accuracy_text(m: dict[str, float]) -> str:
+    text = f"accuracy {m['accuracy']:.4f} (exact match of the generated answer"
+    text += f"; normalized {m['accuracy_normalized']:.4f}"
+    if "accuracy_ranked" in m:
+        text += f"; choice ranking {m['accuracy_ranked']:.4f}"
+    return text + f"), chance {m['chance']:.4f}"
 
 
 def write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -242,6 +253,13 @@ def train_and_evaluate(cfg: Any, workdir: str) -> dict[str, Any]:
     config = model_config(cfg)
     tx, sched = make_optimizer(cfg.optimizer, int(cfg.train.steps))
     abstract, shardings = state_shardings(config, tx, mesh)
+    # Parameter table and memory estimate; fails here, before any allocation,
+    # when a dimension does not divide its mesh axes or the step cannot fit.
+    memory_lib.report(
+        config, abstract, shardings, mesh, batch_size=int(cfg.train.batch_size),
+        input_len=iterator.input_len, target_len=iterator.target_len,
+        accumulate_steps=int(cfg.optimizer.accumulate_steps),
+    )
     coefs = task_coefficients(cfg.loss.answer_weight, cfg.loss.rationale_weights, len(bundle.teachers))
     meta = ckpt_lib.run_meta(
         config, teachers=bundle.teachers, tokenizer=str(cfg.data.tokenizer),
@@ -295,15 +313,13 @@ def train_and_evaluate(cfg: Any, workdir: str) -> dict[str, Any]:
             writer.write(step, m, kind=f"eval/{split}")
             results[split] = m
             if is_main:
-                print(f"step {step}: {split} accuracy {m['accuracy']:.4f} "
-                      f"(normalized {m['accuracy_normalized']:.4f}, chance {m['chance']:.3f})",
-                      flush=True)
+                print(f"step {step}: {split} {_accuracy_text(m)}", flush=True)
         return results
 
     def save(step: int, evals: dict[str, dict[str, float]] | None, force: bool = False) -> None:
         metrics = None
         if evals and "valid" in evals:
-            acc = evals["valid"]["accuracy"]
+            acc = evals["valid"][cfg.train.best_metric]
             metrics = {"val_accuracy": acc}
             if history["best_val_accuracy"] is None or acc > history["best_val_accuracy"]:
                 history.update(best_val_accuracy=acc, best_step=step)
@@ -397,9 +413,8 @@ def train_and_evaluate(cfg: Any, workdir: str) -> dict[str, Any]:
         summary.update({f"{split}_{k}": v for k, v in m.items()})
         summary["evaluated_step"] = best if best is not None else step
         if is_main:
-            print(f"final {split} accuracy {m['accuracy']:.4f} (normalized "
-                  f"{m['accuracy_normalized']:.4f}) on {int(m['examples'])} examples; chance "
-                  f"{m['chance']:.3f}; checkpoint step {summary['evaluated_step']}", flush=True)
+            print(f"final {split}: {_accuracy_text(m)} on {int(m['examples'])} examples "
+                  f"(checkpoint step {summary['evaluated_step']})", flush=True)
     ckpt.close()
     writer.close()
     if is_main:
@@ -452,8 +467,7 @@ def evaluate_workdir(
     write_predictions(workdir_path / f"predictions_{split}.jsonl", rows)
     result = {"split": split, "step": step, **m}
     if jax.process_index() == 0:
-        print(f"{split} accuracy {m['accuracy']:.4f} (normalized {m['accuracy_normalized']:.4f}) "
-              f"on {int(m['examples'])} examples at checkpoint step {step}; chance "
-              f"{m['chance']:.3f}", flush=True)
+        print(f"{split}: {_accuracy_text(m)} on {int(m['examples'])} examples at checkpoint "
+              f"step {step}", flush=True)
         metrics_lib.write_json_atomic(workdir_path / f"eval_{split}.json", result)
     return result

@@ -1,0 +1,135 @@
+"""FSDP training across processes, checkpoint, and resume on another topology.
+
+Run by tests/test_multihost.py; each role is a fresh process whose device
+count comes from XLA_FLAGS (--xla_force_host_platform_device_count).
+
+  --role=train   one of `--num_processes` processes on a loopback cluster
+                 (gloo collectives). Trains `--steps` steps with the mesh
+                 data=1, fsdp=all devices, tensor=1, each host feeding its own
+                 rows; saves a checkpoint collectively after step `--save_at`
+                 and keeps training. Process 0 writes the full state gathered
+                 from all hosts at `--save_at` and at the end.
+  --role=resume  a single process: restores the latest checkpoint onto its own
+                 mesh (same fsdp size), writes the restored state, trains the
+                 remaining steps and writes the final state.
+
+States go to <out>/<role>_step<N>.npz, one array per leaf path; losses to
+<out>/<role>_losses.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+
+def parse() -> argparse.Namespace:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--role", choices=("train", "resume"), required=True)
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--save_at", type=int, default=3)
+    ap.add_argument("--coordinator", default="")
+    ap.add_argument("--num_processes", type=int, default=1)
+    ap.add_argument("--process_id", type=int, default=0)
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse()
+    import ml_collections
+
+    from tinyllm_jax import sharding as shard_lib
+
+    if args.role == "train":
+        dist = ml_collections.ConfigDict(dict(
+            initialize="yes", coordinator_address=args.coordinator,
+            num_processes=args.num_processes, process_id=args.process_id,
+        ))
+        shard_lib.maybe_initialize_distributed(dist)
+
+    import jax
+    import numpy as np
+    from flax import linen as nn
+    from jax.experimental import multihost_utils
+
+    from tinyllm_jax import checkpoint as ckpt_lib
+    from tinyllm_jax import train
+    from tinyllm_jax.data import pipeline
+    from tinyllm_jax.optim import make_optimizer
+    from tinyllm_jax.train_step import STEP_KEYS, make_train_step, task_coefficients
+
+    sys.path.insert(0, str(REPO / "configs"))
+    import tiny
+
+    cfg = tiny.get_config()
+    cfg.model.num_layers = 1
+    cfg.model.num_decoder_layers = 1
+    out = Path(args.out)
+    is_main = jax.process_index() == 0
+
+    mesh = shard_lib.make_mesh(ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1)))
+    bundle = train.load_data(cfg, (), train=True)
+    # Each process keeps its own rows of every global batch.
+    it = pipeline.make_iterator(cfg.data, bundle.train_features, batch_size=cfg.train.batch_size)
+    config = train.model_config(cfg)
+    tx, _ = make_optimizer(cfg.optimizer, int(cfg.train.steps))
+    abstract, shardings = train.state_shardings(config, tx, mesh)
+    meta = ckpt_lib.run_meta(
+        config, teachers=bundle.teachers, tokenizer=str(cfg.data.tokenizer),
+        dataset=str(cfg.data.name), vocab=bundle.tokenizer.vocab_size,
+    )
+    ckpt = ckpt_lib.Checkpointer(args.workdir, keep_best=False)
+
+    def dump(state, name: str) -> None:
+        full = multihost_utils.process_allgather(state, tiled=True)
+        if is_main:
+            leaves = jax.tree_util.tree_flatten_with_path(full)[0]
+            np.savez(out / f"{name}.npz", **{jax.tree_util.keystr(p): np.asarray(x)
+                                             for p, x in leaves})
+
+    if args.role == "train":
+        state = train.create_state(cfg, config, tx, mesh, shardings)
+        start = 0
+    else:
+        start = ckpt.latest_step()
+        state, data_state, _ = ckpt.restore(start, abstract, expected_meta=meta)
+        it.set_state(data_state)
+        dump(state, f"resume_step{start}")
+
+    coefs = task_coefficients(cfg.loss.answer_weight, cfg.loss.rationale_weights,
+                              len(bundle.teachers))
+    batch_sh = shard_lib.batch_sharding(mesh)
+    step_fn = jax.jit(
+        make_train_step(config, tx, coefs),
+        in_shardings=(shardings, {k: batch_sh for k in STEP_KEYS}),
+        out_shardings=(shardings, None), donate_argnums=(0,),
+    )
+    losses = {}
+    with jax.set_mesh(mesh), nn.logical_axis_rules(shard_lib.LOGICAL_RULES):
+        for step in range(start + 1, args.steps + 1):
+            local = next(it)
+            if local["encoder_input_tokens"].shape[0] != it.local_batch_size:
+                raise AssertionError("iterator did not return this host's share of the batch")
+            state, metrics = step_fn(
+                state, shard_lib.global_batch({k: local[k] for k in STEP_KEYS}, mesh)
+            )
+            losses[step] = float(metrics["loss"])
+            if args.role == "train" and step == args.save_at:
+                ckpt.save(step, state, it.get_state(), meta)
+                ckpt.wait()
+                dump(state, f"train_step{step}")
+    ckpt.close()
+    dump(state, f"{args.role}_step{args.steps}")
+    if is_main:
+        (out / f"{args.role}_losses.json").write_text(json.dumps(losses))
+
+
+if __name__ == "__main__":
+    main()

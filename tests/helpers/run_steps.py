@@ -1,0 +1,134 @@
+"""Run a few train steps of configs/tiny.py on a given mesh; print JSON results.
+
+Used by tests in subprocesses, because the number of (fake) devices and the
+distributed runtime are fixed when JAX starts:
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 \
+        python tests/helpers/run_steps.py --mesh=2,2,2 --steps=3 --out=res.json
+    python tests/helpers/run_steps.py --mesh=-1,1,1 --coordinator=127.0.0.1:PORT \
+        --num-processes=2 --process-id=0 --workdir=W ...
+
+It saves a checkpoint of the final state to --workdir when given, and with
+--restore-from restores one (into this process's mesh) instead of training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mesh", default="-1,1,1")
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--config-arg", default="")
+    ap.add_argument("--override", action="append", default=[], help="key=value on the config")
+    ap.add_argument("--coordinator", default="")
+    ap.add_argument("--num-processes", type=int, default=1)
+    ap.add_argument("--process-id", type=int, default=0)
+    ap.add_argument("--workdir", default="")
+    ap.add_argument("--restore-from", default="")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+
+    import jax
+
+    if args.coordinator:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator, num_processes=args.num_processes,
+            process_id=args.process_id,
+        )
+    import importlib.util
+
+    import numpy as np
+    from flax import linen as nn
+    from jax.experimental import multihost_utils
+
+    from tinyllm_jax import sharding as shard_lib
+    from tinyllm_jax import train
+    from tinyllm_jax.checkpoint import Checkpointer, run_meta
+    from tinyllm_jax.data import pipeline
+    from tinyllm_jax.optim import make_optimizer
+    from tinyllm_jax.train_step import STEP_KEYS, make_train_step, task_coefficients
+
+    spec = importlib.util.spec_from_file_location("tiny", REPO / "configs" / "tiny.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = module.get_config(args.config_arg or None)
+    d, f, t = (int(x) for x in args.mesh.split(","))
+    cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = d, f, t
+    for item in args.override:
+        key, value = item.split("=", 1)
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = type(node[leaf])(value) if not isinstance(node[leaf], bool) else value == "True"
+
+    mesh = shard_lib.make_mesh(cfg.mesh)
+    bundle = train.load_data(cfg, ())
+    it = pipeline.make_iterator(cfg.data, bundle.train_features, batch_size=cfg.train.batch_size)
+    config = train.model_config(cfg)
+    tx, _sched = make_optimizer(cfg.optimizer, cfg.train.steps)
+    abstract, shardings = train.state_shardings(config, tx, mesh)
+    meta = run_meta(config, teachers=bundle.teachers, tokenizer=cfg.data.tokenizer,
+                    dataset=cfg.data.name, vocab=bundle.tokenizer.vocab_size)
+    result: dict = {"process_index": jax.process_index(), "devices": jax.device_count()}
+    if args.restore_from:
+        ckpt = Checkpointer(args.restore_from, async_save=False)
+        state, data_state, _ = ckpt.restore(ckpt.latest_step(), abstract, expected_meta=meta)
+        ckpt.close()
+        result["data_state"] = data_state
+    else:
+        state = train.create_state(cfg, config, tx, mesh, shardings)
+        coefs = task_coefficients(cfg.loss.answer_weight, cfg.loss.rationale_weights,
+                                  len(bundle.teachers))
+        step = jax.jit(
+            make_train_step(config, tx, coefs,
+                            accumulate_steps=int(cfg.optimizer.accumulate_steps)),
+            in_shardings=(shardings, {k: shard_lib.batch_sharding(mesh) for k in STEP_KEYS}),
+            out_shardings=(shardings, None), donate_argnums=(0,),
+        )
+        losses = []
+        with jax.set_mesh(mesh), nn.logical_axis_rules(shard_lib.LOGICAL_RULES):
+            for _ in range(args.steps):
+                batch = next(it)
+                state, m = step(state, shard_lib.global_batch({k: batch[k] for k in STEP_KEYS}, mesh))
+                losses.append(float(m["loss"]))
+        result["losses"] = losses
+        if args.workdir:
+            ckpt = Checkpointer(args.workdir, async_save=True)
+            ckpt.save(args.steps, state, it.get_state(), meta, force=True)
+            ckpt.wait()
+            ckpt.close()
+    # Shard shapes of a few fsdp-sharded parameters, as seen on this process.
+    shards = {}
+    flat = jax.tree_util.tree_leaves_with_path(state.params)
+    for path, leaf in flat:
+        name = jax.tree_util.keystr(path)
+        shards[name] = {
+            "global": list(leaf.shape),
+            "local": list(leaf.addressable_shards[0].data.shape),
+            "spec": str(leaf.sharding.spec),
+        }
+    result["shards"] = shards
+    params = multihost_utils.process_allgather(state.params, tiled=True)
+    checksum = float(sum(np.abs(np.asarray(x, np.float64)).sum() for x in jax.tree.leaves(params)))
+    result["param_checksum"] = checksum
+    if jax.process_index() == 0:
+        np.savez(args.out + ".params.npz", **{
+            jax.tree_util.keystr(p): np.asarray(x)
+            for p, x in jax.tree_util.tree_leaves_with_path(params)
+        })
+    Path(args.out).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
