@@ -1,5 +1,3 @@
-from absl import app
+from tinyllm_jax.main import run
 
-from tinyllm_jax.main import main
-
-app.run(main)
+run()

@@ -2,7 +2,9 @@
 
 Modes: `train` (default; resumes automatically from the workdir), `eval`
 (restore the best or latest checkpoint, write predictions_<split>.jsonl),
-`selfcheck` (a fast model sanity check that needs no data).
+`selfcheck` (a fast model sanity check that needs no data), `compile`
+(compile the train step for config.mesh on fake CPU devices and report the
+memory per device; see tinyllm_jax/aot.py).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -18,7 +21,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "selfcheck"], "What to run.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "selfcheck", "compile"], "What to run.")
 _SPLIT = flags.DEFINE_string("split", None, "--mode=eval: split to score (default: config's).")
 _WHICH = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "--mode=eval: which one.")
 
@@ -31,7 +34,10 @@ def _fail(message: str) -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; flags are --config, --workdir, --mode")
-    logging.getLogger().setLevel(logging.INFO)
+    # Progress and results are printed; library INFO logs (Orbax prints its
+    # whole option set on every manager) would bury them.
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("tinyllm_jax").setLevel(logging.INFO)
     if _MODE.value == "selfcheck":
         from tinyllm_jax.selfcheck import run_selfcheck
 
@@ -40,6 +46,14 @@ def main(argv: list[str]) -> None:
     cfg = _CONFIG.value
     if cfg is None:
         _fail("--config is required, e.g. --config=configs/demo.py")
+    if _MODE.value == "compile":
+        from tinyllm_jax.aot import run_from_config
+
+        try:
+            run_from_config(cfg)
+        except ValueError as e:
+            _fail(f"{type(e).__name__}: {e}")
+        return
     if not _WORKDIR.value:
         _fail("--workdir is required")
 
@@ -60,5 +74,29 @@ def main(argv: list[str]) -> None:
         _fail(f"{type(e).__name__}: {e}")
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parsing, with config-override mistakes reported as one line.
+
+    ml_collections raises AttributeError/TypeError with a traceback for
+    `--config.train.lr=...` when no such field exists or the type is wrong.
+    """
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        message = str(e)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        message = f"{type(e).__name__}: {e}"
+    bad = [a for a in argv[1:] if a.startswith("--config")]
+    print(f"error: could not apply the command-line flags {bad}: {message}\n"
+          "Config fields are locked: check the spelling against the config file "
+          "(python -m tinyllm_jax.main --config=... --helpfull lists them).",
+          file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def run() -> None:
+    app.run(main, flags_parser=parse_flags)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -1,0 +1,67 @@
+"""Every config file builds; the CLI rejects typos and bad flags clearly."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tinyllm_jax.configs import parse_arg, split_teachers, to_t5_config
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p for p in (REPO / "configs").glob("*.py"))
+
+
+def _load(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_builds_and_documents_its_command(path):
+    module = _load(path)
+    assert "python -m tinyllm_jax.main --config=configs/" in (module.__doc__ or "")
+    cfg = module.get_config(None)
+    to_t5_config(cfg.model)  # a valid model shape
+    assert cfg.data.name and cfg.train.steps > 0
+
+
+@pytest.mark.parametrize("size,d_model", [("small", 512), ("base", 768), ("large", 1024)])
+def test_dataset_config_sizes_and_teachers(size, d_model):
+    cfg = _load(REPO / "configs" / "obqa.py").get_config(f"size={size},teachers=flan")
+    assert cfg.model.d_model == d_model and cfg.data.teachers == ("flan",)
+    assert _load(REPO / "configs" / "piqa.py").get_config(None).data.teachers == ("flan",)
+
+
+def test_parse_arg_errors():
+    assert parse_arg("size=base", size="small") == {"size": "base"}
+    with pytest.raises(ValueError, match="unknown config argument 'szie'"):
+        parse_arg("szie=base", size="small")
+    with pytest.raises(ValueError, match="is not key=value"):
+        parse_arg("base", size="small")
+    assert split_teachers("flan+llama") == ("flan", "llama") and split_teachers("none") == ()
+
+
+def _main(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tinyllm_jax.main", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_rejects_mistyped_override(tmp_path):
+    r = _main("--config=configs/tiny.py", f"--workdir={tmp_path}", "--config.train.lr=0.1")
+    assert r.returncode != 0
+    assert r.returncode == 2 and "lr" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_requires_workdir_and_names_bad_data_dir(tmp_path):
+    r = _main("--config=configs/tiny.py")
+    assert r.returncode == 2 and "--workdir is required" in r.stderr
+    r = _main("--config=configs/obqa.py:size=tiny", f"--workdir={tmp_path}",
+              f"--config.data.data_dir={tmp_path / 'nowhere'}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "nowhere" in r.stderr
