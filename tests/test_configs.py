@@ -12,7 +12,7 @@ import pytest
 from tinyllm_jax.configs import parse_arg, split_teachers, to_t5_config
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p for p in (REPO / "configs").glob("*.py"))
+CONFIGS = sorted([*(REPO / "configs").glob("*.py"), *(REPO / "configs" / "experiments").glob("*.py")])
 
 
 def _load(path: Path):
@@ -65,3 +65,21 @@ def test_cli_requires_workdir_and_names_bad_data_dir(tmp_path):
               f"--config.data.data_dir={tmp_path / 'nowhere'}")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "nowhere" in r.stderr
+
+
+def test_experiment_grids_and_report_table(tmp_path):
+    import json
+
+    from experiments.grids import GRIDS
+    from experiments.report import load_runs, table
+
+    names = [n for grid in GRIDS.values() for n, _, _ in grid()]
+    assert len(names) == len(set(names)) == 15 + 18 + 9 + 51
+    for seed, acc in ((0, 0.5), (1, 0.7)):
+        d = tmp_path / f"synthetic-both-s{seed}"
+        d.mkdir()
+        (d / "run.json").write_text(json.dumps({"name": d.name, "wall_s": 10.0}))
+        (d / "summary.json").write_text(json.dumps(
+            {"test_accuracy": acc, "test_accuracy_ranked": acc, "test_chance": 0.25}))
+    text = table(load_runs(tmp_path))
+    assert "| synthetic-both | 2 | 60.0 ± 14.1 | 60.0 ± 14.1 | 25.0 | 10 |" in text

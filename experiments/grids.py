@@ -1,0 +1,49 @@
+"""The experiment grids of docs/results.md, as (run name, config arg) lists."""
+
+from __future__ import annotations
+
+SEEDS = (0, 1, 2)
+SYNTHETIC = "configs/experiments/synthetic.py"
+REAL = "configs/experiments/real.py"
+
+
+def synthetic_methods() -> list[tuple[str, str, str]]:
+    return [
+        (f"synthetic-{m}-s{s}", SYNTHETIC, f"method={m},seed={s}")
+        for m in ("answer", "algebra", "verbal", "both", "both_filtered")
+        for s in SEEDS
+    ]
+
+
+def synthetic_efficiency() -> list[tuple[str, str, str]]:
+    return [
+        (f"synthetic-{m}-f{f}-s{s}", SYNTHETIC, f"method={m},fraction={f},seed={s}")
+        for m in ("answer", "both")
+        for f in (0.125, 0.25, 0.5)  # 1.0 is in synthetic_methods
+        for s in SEEDS
+    ]
+
+
+def synthetic_alpha() -> list[tuple[str, str, str]]:
+    return [
+        (f"synthetic-both-a{a}-s{s}", SYNTHETIC, f"method=both,alpha={a},seed={s}")
+        for a in (0.1, 0.5, 2.0)  # 1.0 is in synthetic_methods
+        for s in SEEDS
+    ]
+
+
+def real() -> list[tuple[str, str, str]]:
+    return [
+        (f"{d}-{m}-s{s}", REAL, f"dataset={d},method={m},seed={s}")
+        for d in ("obqa", "arc", "riddle", "piqa", "pubmedqa")
+        for m in (("answer", "flan") if d == "piqa" else ("answer", "flan", "llama", "both"))
+        for s in SEEDS
+    ]
+
+
+GRIDS = {
+    "synthetic_methods": synthetic_methods,
+    "synthetic_efficiency": synthetic_efficiency,
+    "synthetic_alpha": synthetic_alpha,
+    "real": real,
+}
