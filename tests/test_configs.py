@@ -74,7 +74,8 @@ def test_experiment_grids_and_report_table(tmp_path):
     from experiments.report import load_runs, table
 
     names = [n for grid in GRIDS.values() for n, _, _ in grid()]
-    assert len(names) == len(set(names)) == 15 + 18 + 9 + 51
+    # 5 methods x 3 seeds; 2 x 3 fractions x 3; 3 alphas x 3; 4 datasets x 4 + piqa x 2, x 3.
+    assert len(names) == len(set(names)) == 15 + 18 + 9 + 54
     for seed, acc in ((0, 0.5), (1, 0.7)):
         d = tmp_path / f"synthetic-both-s{seed}"
         d.mkdir()
