@@ -25,14 +25,10 @@ def test_generated_rationales_train_the_student(tmp_path):
         lines = (store / "synthetic" / teacher / "train.jsonl").read_text().splitlines()
         assert len(lines) == 12 and all(json.loads(x)["id"] for x in lines)
 
-    import importlib.util
-
+    from tinyllm_jax.configs import load_config_file
     from tinyllm_jax.train import train_and_evaluate
 
-    spec = importlib.util.spec_from_file_location("tiny_cfg", REPO / "configs" / "tiny.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cfg = module.get_config("steps=2,teachers=tiny_llama+tiny_t5")
+    cfg = load_config_file(REPO / "configs" / "tiny.py", "steps=2,teachers=tiny_llama+tiny_t5")
     cfg.data.rationale_store = str(store)
     # The same synthetic split the teachers saw, so ids join.
     cfg.data.synthetic.train_size, cfg.data.synthetic.valid_size = 400, 50

@@ -93,12 +93,9 @@ def test_two_processes_agree_and_one_process_restores(tmp_path):
 
 
 def _tiny(arg: str | None = None, **overrides):
-    import importlib.util
+    from tinyllm_jax.configs import load_config_file
 
-    spec = importlib.util.spec_from_file_location("tiny_cfg", REPO / "configs" / "tiny.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cfg = module.get_config(arg)
+    cfg = load_config_file(REPO / "configs" / "tiny.py", arg)
     for key, value in overrides.items():
         node = cfg
         *parents, leaf = key.split("__")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -18,12 +17,10 @@ REPO = Path(__file__).resolve().parents[1]
 def test_obqa_tiny_student_runs_end_to_end(tmp_path):
     require_shared(TINYLLM_DATA / "obqa")
     require_shared(T5_VOCAB)
+    from tinyllm_jax.configs import load_config_file
     from tinyllm_jax.train import train_and_evaluate
 
-    spec = importlib.util.spec_from_file_location("obqa_cfg", REPO / "configs" / "obqa.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cfg = module.get_config("size=tiny,teachers=flan+llama")
+    cfg = load_config_file(REPO / "configs" / "obqa.py", "size=tiny,teachers=flan+llama")
     cfg.data.data_dir = str(TINYLLM_DATA)
     cfg.data.tokenizer = str(T5_VOCAB)
     cfg.data.max_input_len, cfg.data.max_target_len = 256, 128

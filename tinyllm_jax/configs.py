@@ -9,6 +9,9 @@ it into a dict. The returned ConfigDict is locked by main.py, so a mistyped
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import os
+from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -182,3 +185,13 @@ def dataset_config(name: str, arg: str | None, default_teachers: str) -> ml_coll
     c.train.eval_every = 1000
     c.train.checkpoint_every = 1000
     return c
+
+
+def load_config_file(path: str | os.PathLike, arg: str | None = None) -> ml_collections.ConfigDict:
+    """`get_config(arg)` of a config file, as `--config=path:arg` would call it."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"{path}: not a Python config file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)

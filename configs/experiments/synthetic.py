@@ -9,7 +9,7 @@ split), alpha=A (weight of every rationale task), steps=N.
 experiments/run_grid.py runs the whole grid; experiments/report.py tabulates it.
 """
 
-from tinyllm_jax.configs import parse_arg
+from tinyllm_jax.configs import load_config_file, parse_arg
 
 METHODS = {
     "answer": (),
@@ -21,17 +21,14 @@ METHODS = {
 
 
 def get_config(arg: str | None = None):
-    import importlib.util
     from pathlib import Path
 
     a = parse_arg(arg, method="both", seed=0, fraction=1.0, alpha=1.0, steps=600)
     if a["method"] not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {a['method']!r}")
-    spec = importlib.util.spec_from_file_location("demo", Path(__file__).parents[1] / "demo.py")
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
     teachers = METHODS[a["method"]]
-    c = demo.get_config(f"teachers={'+'.join(teachers) or 'none'},steps={a['steps']}")
+    c = load_config_file(Path(__file__).parents[1] / "demo.py",
+                         f"teachers={'+'.join(teachers) or 'none'},steps={a['steps']}")
     c.seed = a["seed"]
     c.data.seed = a["seed"]
     c.data.train_fraction = a["fraction"]

@@ -45,8 +45,6 @@ def main() -> None:
             coordinator_address=args.coordinator, num_processes=args.num_processes,
             process_id=args.process_id,
         )
-    import importlib.util
-
     import numpy as np
     from flax import linen as nn
     from jax.experimental import multihost_utils
@@ -54,14 +52,12 @@ def main() -> None:
     from tinyllm_jax import sharding as shard_lib
     from tinyllm_jax import train
     from tinyllm_jax.checkpoint import Checkpointer, run_meta
+    from tinyllm_jax.configs import load_config_file
     from tinyllm_jax.data import pipeline
     from tinyllm_jax.optim import make_optimizer
     from tinyllm_jax.train_step import STEP_KEYS, make_train_step, task_coefficients
 
-    spec = importlib.util.spec_from_file_location("tiny", REPO / "configs" / "tiny.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cfg = module.get_config(args.config_arg or None)
+    cfg = load_config_file(REPO / "configs" / "tiny.py", args.config_arg or None)
     d, f, t = (int(x) for x in args.mesh.split(","))
     cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = d, f, t
     for item in args.override:
