@@ -85,10 +85,7 @@ def like_params_sharding(tree: Any, params: Any, param_shardings: Any, mesh: Mes
     s_leaves = jax.tree.leaves(param_shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
 
     def is_param_tree(x: Any) -> bool:
-        try:
-            return jax.tree.structure(x) == p_def
-        except Exception:  # noqa: BLE001 - non-pytree leaves
-            return False
+        return jax.tree.structure(x) == p_def
 
     def assign(x: Any) -> Any:
         if is_param_tree(x):
@@ -144,9 +141,10 @@ def maybe_initialize_distributed(dist_cfg: Any) -> bool:
             num_processes=int(dist_cfg.num_processes),
             process_id=int(dist_cfg.process_id),
         )
-    if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS", "") == "cpu":
-        # CPU clusters (tests, laptops) need a collectives implementation.
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # CPU clusters (tests, laptops) need a collectives implementation; the
+    # setting only affects the CPU backend. Asking which backend is in use
+    # here would start it, after which initialize() refuses to run.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(**kwargs)
     log.info("jax.distributed: process %d of %d, %d global devices",
              jax.process_index(), jax.process_count(), jax.device_count())

@@ -1,0 +1,344 @@
+"""Ahead-of-time check: compile the train step for a target mesh on fake CPU devices.
+
+    python -m tinyllm_jax.aot --config=configs/tiny.py --model=large \\
+        --mesh=1,16,1 --devices=16 --chip=v5e --batch_size=64 \\
+        --input_len=512 --target_len=256 --config.model.dtype=bfloat16
+
+or `python -m tinyllm_jax.main --config=... --mode=compile` (mesh and sizes
+from the config, one fake device per mesh slot).
+
+With `--topology=v5e:4x4` (or v4:2x2x4, ...) the step is compiled by the TPU
+compiler for that slice instead, still on this CPU-only machine: that needs
+libtpu importable (`pip install 'jax[tpu]'`), and gives TPU's own figure.
+
+Nothing is allocated: the state is a tree of ShapeDtypeStructs with their
+shardings (`train.state_shardings`), the batch likewise, and the step is
+lowered and compiled for `--devices` fake CPU devices. XLA's memory analysis
+of that program is per device. It is the CPU compiler's figure: TPU and GPU
+compilers fuse and lay out differently, so treat it as a close guide, not a
+guarantee (docs/scaling.md compares them), and keep some headroom.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+# Usable memory per chip in GiB, for --chip. TPU figures are HBM per chip;
+# GPUs are what the card reports. JAX on GPU preallocates 75% by default
+# (XLA_PYTHON_CLIENT_MEM_FRACTION), which --device_memory_gb can express.
+CHIPS: dict[str, float] = {
+    "v4": 32.0, "v5e": 16.0, "v5p": 95.0, "v6e": 32.0,
+    "a100-40gb": 40.0, "a100-80gb": 80.0, "h100-80gb": 80.0, "h200": 141.0, "l4": 24.0,
+}
+
+_RUNTIME_FIELDS = ("dtype", "remat", "scan_layers", "dropout_rate")
+
+
+def use_fake_devices(count: int) -> None:
+    """Make JAX see `count` CPU devices. Must run before JAX touches a device."""
+    from jax._src import xla_bridge
+
+    if count < 1:
+        raise ValueError(f"--devices must be >= 1, got {count}")
+    if xla_bridge.backends_are_initialized():
+        if jax.default_backend() == "cpu" and jax.device_count() >= count:
+            return
+        raise ValueError(
+            f"JAX is already initialised with {jax.device_count()} {jax.default_backend()} "
+            f"device(s); the compile check needs {count} CPU devices. Run it in a fresh "
+            "process: python -m tinyllm_jax.aot ..."
+        )
+    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_num_cpu_devices", int(count))
+
+
+def topology_devices(topology: str) -> list[Any]:
+    """The devices of a TPU slice described by name, e.g. 'v5e:4x4', without a TPU."""
+    from jax.experimental import topologies
+
+    try:
+        return list(topologies.get_topology_desc(topology_name=topology, platform="tpu").devices)
+    except Exception as e:  # libtpu missing or an unknown name: both surface as assorted errors
+        raise ValueError(
+            f"cannot describe TPU topology {topology!r} ({type(e).__name__}: {e}). It needs "
+            "libtpu (pip install 'jax[tpu]') and a name like v5e:4x4 or v4:2x2x4"
+        ) from e
+
+
+def parse_mesh(text: str) -> tuple[int, int, int]:
+    """'1,16,1' (data,fsdp,tensor) -> (1, 16, 1); -1 fills the rest as in config.mesh."""
+    try:
+        dims = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) != 3:
+        raise ValueError(f"--mesh must be three integers data,fsdp,tensor (e.g. 1,16,1), got {text!r}")
+    return dims  # type: ignore[return-value]
+
+
+def capacity_bytes(chip: str | None, device_memory_gb: float | None) -> int | None:
+    if device_memory_gb:
+        return int(device_memory_gb * 1024**3)
+    if chip:
+        if chip not in CHIPS:
+            raise ValueError(f"unknown --chip {chip!r}; known: {', '.join(sorted(CHIPS))}")
+        return int(CHIPS[chip] * 1024**3)
+    return None
+
+
+def _model(cfg: Any, model: str | None) -> tuple[Any, str]:
+    from tinyllm_jax.configs import MODEL_SIZES
+    from tinyllm_jax.models.t5 import SIZES
+    from tinyllm_jax.train import model_config
+
+    if not model:
+        name = f"init_from={cfg.init_from}" if cfg.init_from else "config.model"
+        return model_config(cfg), name
+    shape = MODEL_SIZES.get(model) or SIZES.get(model)
+    if shape is None:
+        raise ValueError(
+            f"unknown --model {model!r}; choose from {sorted(set(MODEL_SIZES) | set(SIZES))}"
+        )
+    runtime = {k: cfg.model[k] for k in _RUNTIME_FIELDS}
+    return shape.replace(**runtime), model
+
+
+def _lengths(cfg: Any, input_len: int | None, target_len: int | None) -> tuple[int, int]:
+    li = input_len or int(cfg.data.packed_input_len) or int(cfg.data.max_input_len)
+    lt = target_len or int(cfg.data.packed_target_len) or int(cfg.data.max_target_len)
+    return li, lt
+
+
+def compile_check(
+    cfg: Any, *, mesh: tuple[int, int, int] | None = None, devices: int | None = None,
+    model: str | None = None, batch_size: int | None = None, input_len: int | None = None,
+    target_len: int | None = None, capacity: int | None = None, print_table: bool = False,
+    topology: str | None = None,
+) -> dict[str, Any]:
+    """Lower and compile the train step for the mesh; bytes per device.
+
+    `devices` defaults to the product of the mesh axes (a -1 axis then needs
+    `devices`). Call `use_fake_devices` first when running outside the CLI.
+    `topology` compiles for that TPU slice's devices instead (see the module
+    docstring); `devices` is then the slice's size.
+    """
+    import ml_collections
+    from flax import linen as nn
+
+    from tinyllm_jax import memory as memory_lib
+    from tinyllm_jax import sharding as shard_lib
+    from tinyllm_jax.models.t5 import count_params
+    from tinyllm_jax.optim import make_optimizer
+    from tinyllm_jax.train import state_shardings
+    from tinyllm_jax.train_step import STEP_KEYS, make_train_step, task_coefficients
+
+    dims = mesh or (int(cfg.mesh.data), int(cfg.mesh.fsdp), int(cfg.mesh.tensor))
+    target = topology_devices(topology) if topology else None
+    if target is not None:
+        devices = len(target)
+    elif devices is None:
+        if -1 in dims:
+            raise ValueError(
+                f"mesh {dims} has a -1 axis: give the number of devices to simulate (--devices=N)"
+            )
+        devices = int(np.prod(dims))
+    if target is None and jax.device_count() < devices:
+        raise ValueError(
+            f"{devices} devices requested but JAX sees {jax.device_count()}; call "
+            "use_fake_devices() before anything else touches JAX"
+        )
+    mesh_cfg = ml_collections.ConfigDict(dict(zip(shard_lib.MESH_AXES, dims)))
+    device_mesh = shard_lib.make_mesh(mesh_cfg, target or jax.devices()[:devices])
+    config, model_name = _model(cfg, model)
+    batch = int(batch_size or cfg.train.batch_size)
+    li, lt = _lengths(cfg, input_len, target_len)
+    if batch % shard_lib.batch_divisor(device_mesh):
+        raise ValueError(
+            f"batch size {batch} must be divisible by the data*fsdp mesh size "
+            f"{shard_lib.batch_divisor(device_mesh)}"
+        )
+    accumulate = int(cfg.optimizer.accumulate_steps)
+    if batch % accumulate:
+        raise ValueError(
+            f"batch size {batch} must be divisible by config.optimizer.accumulate_steps={accumulate}"
+        )
+
+    tx, sched = make_optimizer(cfg.optimizer, int(cfg.train.steps))
+    abstract, shardings = state_shardings(config, tx, device_mesh)
+    est = memory_lib.report(
+        config, abstract, shardings, device_mesh, batch_size=batch, input_len=li,
+        target_len=lt, accumulate_steps=accumulate, capacity=capacity or 0,
+        print_table=print_table, check=False,
+    )
+
+    coefs = task_coefficients(
+        cfg.loss.answer_weight, cfg.loss.rationale_weights, len(cfg.data.teachers)
+    )
+    step = make_train_step(
+        config, tx, coefs, z_loss=cfg.loss.z_loss, label_smoothing=cfg.loss.label_smoothing,
+        accumulate_steps=accumulate, schedule=sched,
+    )
+    batch_sh = shard_lib.batch_sharding(device_mesh)
+    lengths = {"encoder": li, "decoder": lt}
+    abstract_batch = {
+        k: jax.ShapeDtypeStruct(
+            (batch, lengths[k.split("_")[0]]),
+            np.float32 if k == "decoder_loss_weights" else np.int32, sharding=batch_sh,
+        )
+        for k in STEP_KEYS
+    }
+    jitted = jax.jit(
+        step, in_shardings=(shardings, {k: batch_sh for k in STEP_KEYS}),
+        out_shardings=(shardings, None), donate_argnums=(0,),
+    )
+    t0 = time.perf_counter()
+    with jax.set_mesh(device_mesh), nn.logical_axis_rules(shard_lib.LOGICAL_RULES):
+        compiled = jitted.lower(abstract, abstract_batch).compile()
+    compile_s = time.perf_counter() - t0
+    ma = compiled.memory_analysis()
+    stats = {
+        "arguments": int(ma.argument_size_in_bytes),
+        "outputs": int(ma.output_size_in_bytes),
+        "aliased": int(ma.alias_size_in_bytes),
+        "temp": int(ma.temp_size_in_bytes),
+        "code": int(ma.generated_code_size_in_bytes),
+    }
+    # Donated state buffers are reused for the new state: count them once.
+    peak = stats["arguments"] + stats["outputs"] - stats["aliased"] + stats["temp"]
+    stats["peak"] = peak
+    from tinyllm_jax.models.t5 import abstract_params
+
+    result = {
+        "model": model_name,
+        "parameters": count_params(abstract_params(config)),
+        "dtype": config.dtype, "remat": config.remat,
+        "devices": devices, "mesh": dict(device_mesh.shape),
+        "compiler": f"TPU {topology}" if topology else "CPU",
+        "batch_size": batch, "input_len": li, "target_len": lt,
+        "accumulate_steps": accumulate, "optimizer": str(cfg.optimizer.name),
+        "compiled_per_device": stats,
+        "estimate_per_device": {
+            **{k: getattr(est, k) for k in ("params", "optimizer", "gradients", "activations",
+                                            "transient")},
+            "total": est.total,
+        },
+        "capacity": capacity,
+        "fits": None if not capacity else stats["peak"] <= capacity,
+        "compile_s": round(compile_s, 1),
+    }
+    return result
+
+
+def format_result(r: dict[str, Any]) -> str:
+    from tinyllm_jax.memory import format_bytes as fb
+
+    s = r["compiled_per_device"]
+    lines = [
+        f"{r['model']} ({r['parameters']:,} parameters, {r['dtype']}, remat {r['remat']}, "
+        f"{r['optimizer']}) on {r['devices']} devices, mesh {r['mesh']}",
+        f"global batch {r['batch_size']} rows of {r['input_len']}+{r['target_len']} tokens, "
+        f"{r['accumulate_steps']} micro-batch(es); compiled in {r['compile_s']}s",
+        f"compiled memory per device (XLA, {r['compiler']} compiler):",
+        f"  arguments {fb(s['arguments']):>12}   (state + batch)",
+        f"  outputs   {fb(s['outputs']):>12}   ({fb(s['aliased'])} reuse donated arguments)",
+        f"  temp      {fb(s['temp']):>12}   (activations, gradients, buffers)",
+        f"  peak      {fb(s['peak']):>12}",
+        f"analytic estimate: {fb(r['estimate_per_device']['total'])}",
+    ]
+    if r["capacity"]:
+        verdict = "fits" if r["fits"] else "DOES NOT FIT"
+        lines.append(f"device memory {fb(r['capacity'])}: {verdict} "
+                     f"({100 * s['peak'] / r['capacity']:.0f}% used)")
+    return "\n".join(lines)
+
+
+def run_from_config(cfg: Any, **kwargs: Any) -> dict[str, Any]:
+    """--mode=compile: fake one CPU device per mesh slot, compile, print."""
+    dims = (int(cfg.mesh.data), int(cfg.mesh.fsdp), int(cfg.mesh.tensor))
+    if -1 in dims:
+        raise ValueError(
+            f"--mode=compile needs every config.mesh axis set (got data,fsdp,tensor={dims}); "
+            "or use python -m tinyllm_jax.aot --devices=N"
+        )
+    use_fake_devices(int(np.prod(dims)))
+    result = compile_check(cfg, mesh=dims, **kwargs)
+    print(format_result(result), flush=True)
+    return result
+
+
+def _main() -> None:
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flag = config_flags.DEFINE_config_file(
+        "config", None, "Config file, e.g. configs/tiny.py (overrides: --config.model.dtype=...)",
+        lock_config=True,
+    )
+    mesh_flag = flags.DEFINE_string("mesh", None, "data,fsdp,tensor (default: config.mesh).")
+    devices_flag = flags.DEFINE_integer("devices", None, "Fake CPU devices (default: mesh size).")
+    model_flag = flags.DEFINE_string("model", None, "Model shape: tiny/mini/small/base/large/xl "
+                                     "or flan-t5-*/t5-* (default: config.model).")
+    batch_flag = flags.DEFINE_integer("batch_size", None, "Global rows (default: config).")
+    in_flag = flags.DEFINE_integer("input_len", None, "Encoder row length (default: config).")
+    tgt_flag = flags.DEFINE_integer("target_len", None, "Decoder row length (default: config).")
+    chip_flag = flags.DEFINE_enum("chip", None, sorted(CHIPS), "Target chip's memory.")
+    topo_flag = flags.DEFINE_string("topology", None, "Compile for this TPU slice, e.g. v5e:4x4 "
+                                    "(needs libtpu; default: fake CPU devices).")
+    mem_flag = flags.DEFINE_float("device_memory_gb", None, "Device memory in GiB (over --chip).")
+    table_flag = flags.DEFINE_bool("table", False, "Print the per-parameter table.")
+    json_flag = flags.DEFINE_string("json", None, "Also write the result to this JSON file.")
+
+    def main(argv: list[str]) -> None:
+        if len(argv) > 1:
+            _fail(f"unexpected arguments {argv[1:]}")
+        if config_flag.value is None:
+            _fail("--config is required, e.g. --config=configs/tiny.py")
+        try:
+            dims = parse_mesh(mesh_flag.value) if mesh_flag.value else None
+            cfg = config_flag.value
+            cfg_dims = (int(cfg.mesh.data), int(cfg.mesh.fsdp), int(cfg.mesh.tensor))
+            count = devices_flag.value
+            if count is None and -1 not in (dims or cfg_dims):
+                count = int(np.prod(dims or cfg_dims))
+            topology = topo_flag.value
+            chip = chip_flag.value
+            if topology:
+                # No TPU backend is started: the TPU compiler works from the description.
+                jax.config.update("jax_platforms", "cpu")
+                chip = chip or topology.split(":")[0]
+                chip = chip if chip in CHIPS else None
+            elif count is None:
+                raise ValueError("the mesh has a -1 axis: give --devices=N")
+            else:
+                use_fake_devices(count)
+            result = compile_check(
+                cfg, mesh=dims, devices=count, model=model_flag.value,
+                batch_size=batch_flag.value, input_len=in_flag.value, target_len=tgt_flag.value,
+                capacity=capacity_bytes(chip, mem_flag.value),
+                print_table=table_flag.value, topology=topology,
+            )
+        except ValueError as e:
+            _fail(f"{type(e).__name__}: {e}")
+        print(format_result(result), flush=True)
+        if json_flag.value:
+            with open(json_flag.value, "w", encoding="utf-8") as f:
+                json.dump(result, f, indent=1, sort_keys=True)
+        if result["fits"] is False:
+            sys.exit(1)
+
+    app.run(main)
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    _main()
