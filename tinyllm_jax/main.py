@@ -43,9 +43,17 @@ def main(argv: list[str]) -> None:
 
         run_selfcheck()
         return
-    cfg = _CONFIG.value
+    try:
+        cfg = _CONFIG.value
+        missing = [] if cfg is None else [
+            k for k in ("model", "data", "loss", "optimizer", "train", "mesh", "distributed")
+            if k not in cfg]
+    except (OSError, SyntaxError) as e:  # ml_collections defers load errors to first use
+        _fail(f"--config: {str(e).strip().splitlines()[-1]}")
     if cfg is None:
         _fail("--config is required, e.g. --config=configs/demo.py")
+    if missing and _MODE.value != "compile":
+        _fail(f"--config: the config has no {missing} section(s); start from configs/tiny.py")
     if _MODE.value == "compile":
         from tinyllm_jax.aot import run_from_config
 
@@ -84,7 +92,10 @@ def parse_flags(argv: list[str]) -> list[str]:
         return flags.FLAGS(argv)
     except flags.Error as e:
         message = str(e)
-    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        if "Traceback (most recent call last)" in message:
+            # ml_collections embeds get_config's traceback; its last line says what is wrong.
+            message = message.split("Traceback")[0].strip() + " " + message.strip().splitlines()[-1]
+    except (AttributeError, KeyError, TypeError, ValueError, SyntaxError, OSError) as e:
         message = f"{type(e).__name__}: {e}"
     bad = [a for a in argv[1:] if a.startswith("--config")]
     print(f"error: could not apply the command-line flags {bad}: {message}\n"

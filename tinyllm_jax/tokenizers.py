@@ -225,10 +225,10 @@ def _from_directory(directory: Path) -> Tokenizer:
     if (directory / BYTE_MARKER_FILE).is_file():
         marker_path = directory / BYTE_MARKER_FILE
         try:
-            marker = json.loads(marker_path.read_text())
-        except json.JSONDecodeError as e:
+            marker = json.loads(marker_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise TokenizerError(f"{marker_path}: not valid JSON ({e})") from e
-        if marker.get("type") != "byte":
+        if not isinstance(marker, dict) or marker.get("type") != "byte":
             raise TokenizerError(f'{marker_path}: expected "type": "byte", got {marker!r}')
         return ByteTokenizer()
     if (directory / "tokenizer.json").is_file():

@@ -186,13 +186,20 @@ def write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 class _Preemption:
-    """SIGTERM (TPU/spot preemption) asks the loop to save and stop cleanly."""
+    """SIGTERM (TPU/spot preemption) asks the loop to save and stop cleanly.
+
+    Held for the whole run, since a notice can come while data loads or the
+    step compiles; entering it again (the loop does) is a no-op."""
 
     def __init__(self) -> None:
         self.requested = False
         self._previous = None
+        self._depth = 0
 
     def __enter__(self) -> _Preemption:
+        self._depth += 1
+        if self._depth > 1:
+            return self
         try:
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread (e.g. inside a test runner thread)
@@ -204,7 +211,8 @@ class _Preemption:
         self.requested = True
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
+        self._depth -= 1
+        if self._depth == 0 and self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
 
 
@@ -220,6 +228,15 @@ def _batch_stats(batch: dict[str, np.ndarray]) -> tuple[int, int]:
 
 
 def train_and_evaluate(cfg: Any, workdir: str) -> dict[str, Any]:
+    # Before anything slow: a SIGTERM during start-up then makes the loop run
+    # one step, save and exit 0 instead of killing the process.
+    with _Preemption() as preempt:
+        return _train_and_evaluate(cfg, workdir, preempt)
+
+
+def _train_and_evaluate(cfg: Any, workdir: str, preempt: _Preemption) -> dict[str, Any]:
+    if cfg.train.nonfinite not in ("stop", "skip"):
+        raise ValueError(f"config.train.nonfinite must be 'stop' or 'skip', got {cfg.train.nonfinite!r}")
     workdir_path = Path(workdir)
     workdir_path.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0
@@ -271,15 +288,19 @@ def train_and_evaluate(cfg: Any, workdir: str) -> dict[str, Any]:
         workdir, keep=cfg.train.keep_checkpoints, keep_best=cfg.train.keep_best,
         async_save=cfg.train.async_checkpoints,
     )
-    start = ckpt.latest_step()
-    if start is not None:
-        state, data_state, _ = ckpt.restore(start, abstract, expected_meta=meta)
+    # The newest intact checkpoint; damaged newer ones are named in a warning
+    # and moved aside, since this run writes those step numbers again.
+    resumed = ckpt.restore_intact(abstract, expected_meta=meta, move_damaged=True)
+    if resumed is not None:
+        start, state, data_state = resumed.step, resumed.state, resumed.data
         iterator.set_state(data_state)
         if is_main:
             print(f"resumed from {ckpt.directory / str(start)} (iterator {data_state})", flush=True)
     else:
         state = create_state(cfg, config, tx, mesh, shardings)
         start = 0
+
+    nonfinite_at_start = int(jax.device_get(state.nonfinite))
 
     # ---- step
     step_fn = make_train_step(
@@ -335,7 +356,7 @@ def train_and_evaluate(cfg: Any, workdir: str) -> dict[str, Any]:
     batch = first
     step = start
     status = "completed"
-    with _Preemption() as preempt:
+    with preempt:
         while step < total:
             if step > start:
                 batch = next(iterator)
@@ -369,7 +390,9 @@ def train_and_evaluate(cfg: Any, workdir: str) -> dict[str, Any]:
                 ))
                 counts[:] = 0
                 t_log = time.perf_counter()
-                bad = int(scalars["nonfinite_total"])
+                # The counter lives in the state and survives resumes: only
+                # updates skipped since this run started count against "stop".
+                bad = int(scalars["nonfinite_total"]) - nonfinite_at_start
                 if bad and cfg.train.nonfinite == "stop":
                     ckpt.wait()
                     raise NonFiniteError(
@@ -406,7 +429,9 @@ def train_and_evaluate(cfg: Any, workdir: str) -> dict[str, Any]:
         best = ckpt.best_step()
         params = state.params
         if best is not None and best != step:
-            params = ckpt.restore(best, abstract, expected_meta=meta)[0].params
+            # Falls back to the newest intact step if the best one is damaged.
+            restored = ckpt.restore_intact(abstract, expected_meta=meta, prefer=best)
+            best, params = restored.step, restored.state.params
         m, rows = run_eval(cfg, config, params, bundle, split, mesh)
         write_predictions(workdir_path / f"predictions_{split}.jsonl", rows)
         writer.write(step, m, kind=f"final/{split}")
@@ -441,11 +466,11 @@ def evaluate_workdir(
     )
     ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
     try:
-        step = ckpt.best_step() if which == "best" else None
-        step = step if step is not None else ckpt.latest_step()
-        if step is None:
+        best = ckpt.best_step() if which == "best" else None
+        restored = ckpt.restore_intact(abstract, expected_meta=meta, prefer=best)
+        if restored is None:
             raise FileNotFoundError(f"{ckpt.directory}: no checkpoint to evaluate")
-        state = ckpt.restore(step, abstract, expected_meta=meta)[0]
+        step, state = restored.step, restored.state
     finally:
         ckpt.close()
     m, rows = run_eval(cfg, config, state.params, bundle, split, mesh)

@@ -1,0 +1,1 @@
+"""Fault-injection tests: kills, damaged checkpoints, non-finite steps, torn writes."""

@@ -1,0 +1,315 @@
+"""Run every case of the bad-input corpus (tests/data/bad/cases.json) and
+print the figures: cases tried, clear errors, counted skips, crashes with a
+bare traceback (must be 0), data lost (must be 0).
+
+A case feeds one bad input to the code a user would run: a reader
+(in-process, classified the way the entry points treat exceptions) or the
+command line itself (a subprocess). Outcomes:
+
+- clear error: an exception the entry points print as `error: ...` (a
+  ValueError, FileNotFoundError or TeacherError) whose message holds the
+  case's fragment (which names the file, line or field); for the command
+  line, the expected exit status, the fragment in the output, no traceback;
+- counted skip: no error, and the case's DataReport key (or counter) is > 0;
+- crash: any other exception, or a traceback in a command's output;
+- data lost: a file of the case's input changed or vanished.
+
+Everything else (a vague message, a silent success) is an unexpected outcome
+and fails the test too. Inputs are copied to a scratch directory first.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.faults import harness
+from tinyllm_jax.configs import load_config_file
+from tinyllm_jax.teachers.config import TeacherError
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO / "tests" / "data" / "bad"
+# What tinyllm_jax.main and tinyllm_jax.teachers turn into "error: ..." and exit 2.
+HANDLED = (ValueError, FileNotFoundError, TeacherError)
+TRACEBACK = "Traceback (most recent call last)"
+CLI_WORKERS = 3  # command-line cases are mostly import time: overlap a few
+
+# A small T5 for the HF-directory cases, and a small saved state for the
+# checkpoint cases (16 KiB of random values, so OCDBT keeps it in its own file).
+HF_TINY = dict(vocab_size=32, d_model=8, d_kv=4, d_ff=16, num_layers=1, num_heads=2)
+CKPT_META = {"model": {"d_model": 4}, "teachers": [], "tokenizer": "byte", "dataset": "x",
+             "tokenizer_vocab_size": 259}
+
+
+@dataclasses.dataclass
+class Outcome:
+    case: dict[str, Any]
+    result: str  # clear error | counted skip | crash | unclear error | no error | ...
+    detail: str
+    data_lost: list[str]
+
+    @property
+    def expected(self) -> bool:
+        want = "clear error" if self.case["expect"] == "error" else "counted skip"
+        return self.result == want
+
+
+def _fill(value: Any, ctx: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        for key, path in ctx.items():
+            value = value.replace("{" + key + "}", path)
+        return value
+    if isinstance(value, list):
+        return [_fill(v, ctx) for v in value]
+    if isinstance(value, dict):
+        return {k: _fill(v, ctx) for k, v in value.items()}
+    return value
+
+
+# --- inputs ------------------------------------------------------------------------
+
+
+def _hf_base(cache: Path) -> Path:
+    """A valid HF T5 directory written by our exporter (built once)."""
+    directory = cache / "hf_base"
+    if not directory.exists():
+        import jax
+        from flax import linen as nn
+
+        from tinyllm_jax.models.hf import save_hf_checkpoint
+        from tinyllm_jax.models.t5 import T5Config, init_params
+
+        config = T5Config(**HF_TINY)
+        params = jax.tree.map(lambda x: __import__("numpy").asarray(x),
+                              nn.meta.unbox(init_params(config, jax.random.PRNGKey(0))))
+        save_hf_checkpoint(directory, config, params)
+    return directory
+
+
+def _small_state(step: int) -> dict[str, Any]:
+    import jax
+    import jax.numpy as jnp
+
+    return {"w": jax.random.normal(jax.random.PRNGKey(step), (64, 64)), "b": jnp.arange(3.0)}
+
+
+def _small_abstract() -> dict[str, Any]:
+    import jax
+
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding)
+            for k, v in _small_state(0).items()}
+
+
+def _checkpoint_base(work: Path, damage: list[dict[str, Any]]) -> None:
+    from tinyllm_jax.checkpoint import Checkpointer
+
+    ckpt = Checkpointer(work / "ckpt", keep=5, keep_best=False, async_save=False)
+    for step in (1, 2):
+        ckpt.save(step, _small_state(step), {"position": step}, CKPT_META)
+    ckpt.wait()
+    ckpt.close()
+    for d in damage:
+        step_dir = work / "ckpt" / "checkpoints" / str(d["step"])
+        if d.get("truncate_array"):
+            files = [p for p in (step_dir / "state").rglob("*")
+                     if p.is_file() and p.parent.name == "d"]
+            target = max(files, key=lambda p: p.stat().st_size)
+            os.truncate(target, target.stat().st_size // 2)
+        if "remove" in d:
+            path = step_dir / d["remove"]
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _prepare(case: dict[str, Any], work: Path, cache: Path) -> dict[str, str]:
+    """Copy the case's input into `work` and apply its setup; the placeholders."""
+    work.mkdir(parents=True)
+    ctx = {"work": str(work), "repo": str(REPO)}
+    if "input" in case:
+        source = CORPUS / case["input"]
+        target = work / source.name
+        if source.is_dir():
+            shutil.copytree(source, target)
+        else:
+            shutil.copy2(source, target)
+        ctx["input"] = str(target)
+    setup = case.get("setup", {})
+    if setup.get("hf_base"):
+        hf = work / "hf"
+        shutil.copytree(_hf_base(cache), hf)
+        if "overlay" in setup:
+            for f in (CORPUS / setup["overlay"]).iterdir():
+                shutil.copy2(f, hf / f.name)
+        for name in setup.get("remove", []):
+            (hf / name).unlink()
+        for name, fraction in setup.get("truncate", {}).items():
+            os.truncate(hf / name, int((hf / name).stat().st_size * fraction))
+    if setup.get("checkpoint_base"):
+        _checkpoint_base(work, setup.get("damage", []))
+    return ctx
+
+
+# --- how each kind of input is fed to the code -----------------------------------------
+
+
+def _read_split(args: dict[str, Any], work: Path) -> dict[str, int]:
+    from tinyllm_jax.data.tinyllm import read_split
+
+    _, report = read_split(args["root"], args["dataset"], args["split"], tuple(args["teachers"]),
+                           store_dir=args.get("store_dir"))
+    return dict(report.counts)
+
+
+def _load_tokenizer(args: dict[str, Any], work: Path) -> dict[str, int]:
+    from tinyllm_jax.tokenizers import load_tokenizer
+
+    load_tokenizer(args["spec"])
+    return {}
+
+
+def _load_hf(args: dict[str, Any], work: Path) -> dict[str, int]:
+    from tinyllm_jax.models.hf import load_hf_checkpoint
+
+    load_hf_checkpoint(args["path"])
+    return {}
+
+
+def _teacher_config(args: dict[str, Any], work: Path) -> dict[str, int]:
+    from tinyllm_jax.teachers.config import run_spec
+
+    run_spec(load_config_file(args["config"]))
+    return {}
+
+
+def _train(args: dict[str, Any], work: Path) -> dict[str, int]:
+    from tinyllm_jax.train import train_and_evaluate
+
+    cfg = load_config_file(REPO / args["config"], args.get("arg") or None)
+    for key, value in args.get("overrides", {}).items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = tuple(value) if isinstance(value, list) else value
+    train_and_evaluate(cfg, args["workdir"])
+    return {}
+
+
+def _restore_checkpoint(args: dict[str, Any], work: Path) -> dict[str, int]:
+    from tinyllm_jax.checkpoint import Checkpointer
+
+    ckpt = Checkpointer(work / "ckpt", keep=5, keep_best=False, async_save=False)
+    try:
+        restored = ckpt.restore_intact(_small_abstract(), expected_meta=CKPT_META)
+    finally:
+        ckpt.close()
+    return {"damaged_checkpoints": len(restored.damaged) if restored else 0}
+
+
+RUNNERS: dict[str, Callable[[dict[str, Any], Path], dict[str, int]]] = {
+    "read_split": _read_split,
+    "load_tokenizer": _load_tokenizer,
+    "load_hf_checkpoint": _load_hf,
+    "teacher_config": _teacher_config,
+    "train": _train,
+    "restore_checkpoint": _restore_checkpoint,
+}
+
+
+def _classify_call(case: dict[str, Any], ctx: dict[str, str], work: Path) -> tuple[str, str]:
+    fragment = _fill(case.get("message", ""), ctx)
+    try:
+        counts = RUNNERS[case["call"]](_fill(case.get("args", {}), ctx), work)
+    except HANDLED as e:
+        text = f"{type(e).__name__}: {e}"
+        if case["expect"] == "error" and fragment in str(e):
+            return "clear error", text
+        return ("unclear error" if case["expect"] == "error" else "unexpected error"), text
+    except Exception as e:  # exactly what the test is looking for
+        return "crash", "".join(traceback.format_exception_only(type(e), e)).strip()
+    if case["expect"] == "skip":
+        n = counts.get(case["count"], 0)
+        return ("counted skip" if n > 0 else "skip not counted"), f"{case['count']}={n}"
+    return "no error", "returned normally"
+
+
+def _classify_cli(case: dict[str, Any], ctx: dict[str, str]) -> tuple[str, str]:
+    argv = [sys.executable, *_fill(case["argv"], ctx)]
+    proc = subprocess.run(argv, cwd=REPO, env=harness.subprocess_env(), capture_output=True,
+                          text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    tail = out.strip()[-600:]
+    if TRACEBACK in out:
+        return "crash", tail
+    if proc.returncode == 0:
+        return "no error", tail
+    if proc.returncode != case.get("exit_code", 2):
+        return "wrong exit status", f"exit {proc.returncode}: {tail}"
+    if _fill(case["message"], ctx) in out:
+        return "clear error", tail
+    return "unclear error", tail
+
+
+def _run_case(case: dict[str, Any], root: Path, cache: Path) -> Outcome:
+    work = root / case["id"].replace("/", "__")
+    ctx = _prepare(case, work, cache)
+    before = harness.tree_of(work)
+    if case["call"] == "cli":
+        result, detail = _classify_cli(case, ctx)
+    else:
+        result, detail = _classify_call(case, ctx, work)
+    after = harness.tree_of(work)
+    lost = sorted(k for k, v in before.items() if after.get(k) != v)
+    return Outcome(case, result, detail, lost)
+
+
+def _figures(outcomes: list[Outcome]) -> str:
+    count = lambda r: sum(o.result == r for o in outcomes)  # noqa: E731
+    unexpected = sum(not o.expected for o in outcomes)
+    return (f"bad-input corpus: {len(outcomes)} cases tried, {count('clear error')} clear errors, "
+            f"{count('counted skip')} counted skips, {count('crash')} crashes with a bare "
+            f"traceback, {sum(bool(o.data_lost) for o in outcomes)} data lost "
+            f"({unexpected} unexpected outcomes)")
+
+
+def test_bad_input_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cases = json.loads((CORPUS / "cases.json").read_text())["cases"]
+    ids = [c["id"] for c in cases]
+    assert len(ids) == len(set(ids)), "case ids must be unique"
+    assert len(cases) >= 30
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cli = [c for c in cases if c["call"] == "cli"]
+    with concurrent.futures.ThreadPoolExecutor(CLI_WORKERS) as pool:
+        pending = [pool.submit(_run_case, c, tmp_path, cache) for c in cli]
+        outcomes = [_run_case(c, tmp_path, cache) for c in cases if c["call"] != "cli"]
+        outcomes += [f.result() for f in pending]
+
+    by_kind: dict[str, list[Outcome]] = {}
+    for o in outcomes:
+        by_kind.setdefault(o.case["kind"], []).append(o)
+    lines = [_figures(outcomes)]
+    for kind, items in sorted(by_kind.items()):
+        lines.append(f"  {kind:<24} {len(items):>3} cases, "
+                     f"{sum(o.expected for o in items):>3} as expected")
+    bad = [o for o in outcomes if not o.expected or o.data_lost]
+    for o in bad:
+        lines.append(f"  UNEXPECTED {o.case['id']}: expected {o.case['expect']}, got {o.result}"
+                     f"{' (data lost: ' + ', '.join(o.data_lost) + ')' if o.data_lost else ''}"
+                     f"\n      {o.detail[-400:]}")
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+    assert sum(o.result == "crash" for o in outcomes) == 0, "\n".join(lines)
+    assert not any(o.data_lost for o in outcomes), "\n".join(lines)
+    assert not bad, "\n".join(lines)
