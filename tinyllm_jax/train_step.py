@@ -124,9 +124,9 @@ def make_train_step(
             def body(carry: tuple, xs: tuple) -> tuple[tuple, None]:
                 g_acc, l_acc, ce_acc, z_acc = carry
                 mb, key = xs
-                (l, (ce, z)), g = grad_fn(state.params, mb, key)
+                (lval, (ce, z)), g = grad_fn(state.params, mb, key)
                 g_acc = jax.tree.map(jnp.add, g_acc, g)
-                return (g_acc, l_acc + l, ce_acc + ce, z_acc + z), None
+                return (g_acc, l_acc + lval, ce_acc + ce, z_acc + z), None
 
             zeros = jax.tree.map(jnp.zeros_like, state.params)
             init = (zeros, jnp.zeros(()), jnp.zeros((num_tasks,)), jnp.zeros(()))
