@@ -83,31 +83,19 @@ SBATCH=(sbatch --job-name="$JOB_NAME" --nodes="$NODES" --ntasks-per-node="$TASKS
 [[ -n "$ACCOUNT" ]] && SBATCH+=(--account="$ACCOUNT")
 SBATCH+=("$HERE/slurm_gpu.sbatch" "$WORKDIR" "$CONFIG" "${MAIN_ARGS[@]}")
 
-shquote() {
-  if [[ "$1" =~ ^[-A-Za-z0-9_./:=,@+%^]+$ ]]; then
-    printf '%s' "$1"
-  elif [[ "$1" =~ ^(--[a-z][-a-z0-9.]*=)(.*)$ ]]; then
-    printf '%s' "${BASH_REMATCH[1]}"
-    shquote "${BASH_REMATCH[2]}"
-  else
-    printf "'%s'" "${1//\'/\'\\\'\'}"
-  fi
-}
-
-join_cmd() {
-  local out="" word
-  for word in "$@"; do out+="$(shquote "$word") "; done
-  printf '%s\n' "${out% }"
-}
+# shellcheck source=launch/common.sh
+source "$HERE/common.sh"
 
 if ((DRY_RUN)); then
   join_cmd "${SBATCH[@]}"
+  echo
   total=$((NODES * TASKS_PER_NODE))
   echo "# then each of the $total tasks (rank R = \$SLURM_PROCID) runs, on the first node's coordinator:"
   printf '# '
   join_cmd python3 -m tinyllm_jax.main --config="$CONFIG" --workdir="$WORKDIR" \
     --config.distributed.initialize=yes --config.distributed.coordinator_address='FIRST_NODE:PORT' \
     --config.distributed.num_processes="$total" --config.distributed.process_id='R' "${MAIN_ARGS[@]}"
+  echo
 else
   "${SBATCH[@]}"
 fi

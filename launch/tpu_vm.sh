@@ -105,25 +105,8 @@ GCLOUD=(gcloud compute tpus tpu-vm)
 LOC=(--zone="$ZONE")
 [[ -n "$PROJECT" ]] && LOC+=(--project="$PROJECT")
 
-# A word as the shell reads it: bare when safe, else in single quotes.
-shquote() {
-  if [[ "$1" =~ ^[-A-Za-z0-9_./:=,@+%^]+$ ]]; then
-    printf '%s' "$1"
-  elif [[ "$1" =~ ^(--[a-z][-a-z0-9.]*=)(.*)$ ]]; then
-    # --flag='value': quote only the value, which reads better
-    printf '%s' "${BASH_REMATCH[1]}"
-    shquote "${BASH_REMATCH[2]}"
-  else
-    printf "'%s'" "${1//\'/\'\\\'\'}"
-  fi
-}
-
-# Words joined into one command line (for --command= on the workers, or to print).
-join_cmd() {
-  local out="" word
-  for word in "$@"; do out+="$(shquote "$word") "; done
-  printf '%s' "${out% }"
-}
+# shellcheck source=launch/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 run() {
   if ((DRY_RUN)); then
