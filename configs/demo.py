@@ -13,7 +13,7 @@ from tinyllm_jax.configs import base_config, parse_arg, split_teachers
 
 
 def get_config(arg: str | None = None):
-    a = parse_arg(arg, teachers="algebra+verbal", steps=600, size="mini")
+    a = parse_arg(arg, teachers="algebra+verbal", steps=900, size="mini")
     c = base_config(dataset="synthetic", teachers=split_teachers(a["teachers"]), size=a["size"],
                     tokenizer="synthetic")
     c.data.synthetic.train_size = 4000
@@ -29,8 +29,8 @@ def get_config(arg: str | None = None):
     c.train.steps = a["steps"]
     c.train.batch_size = 16
     c.train.log_every = 25
-    c.train.eval_every = 200
-    c.train.checkpoint_every = 200
+    c.train.eval_every = 300
+    c.train.checkpoint_every = 300
     c.train.eval_batch_size = 100
     c.train.eval_max_new_tokens = 6
     # A from-scratch student in minutes ranks the options well before it
