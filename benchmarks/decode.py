@@ -1,10 +1,24 @@
 """Greedy decode speed: our jitted KV-cache loop vs HF PyTorch `generate`.
 
 Same random FLAN-T5-small-shaped weights in both (built with transformers,
-imported into ours), same inputs, batch 32, 64 new tokens. Compile / warm-up
-time is reported apart from the steady state (median of --repeats runs).
+imported into ours). Compile / warm-up time is reported apart from the
+steady state.
+
+Default mode: random token inputs, batch 32, 64 new tokens, median of
+--repeats runs.
 
     python benchmarks/decode.py [--batch 32] [--new 64] [--input-len 128] [--json out.json]
+
+`--eval` mode: the full evaluation path on a TinyLLM split (obqa test, 500
+examples, by default): answer-task features, fixed-shape eval batches,
+greedy decoding, detokenising and scoring with `tinyllm_jax.evaluate`
+(`decode_features` + `accuracy_report`, what `train.py` runs), against HF
+`generate` on the same batches with each batch cut to its own longest input
+(HF's usual dynamic padding), then the same detokenising and scoring. The
+whole split is evaluated --repeats times per system, interleaved; the first
+pass of ours includes compiling.
+
+    python benchmarks/decode.py --eval [--dataset obqa --split test --eval-batch 64]
 """
 
 from __future__ import annotations
@@ -15,10 +29,14 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
 
 
 def _time(fn, repeats: int) -> tuple[float, list[float], object]:
@@ -49,25 +67,23 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--layers", type=int, default=8, help="FLAN-T5-small has 8")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--eval", action="store_true", help="time the full evaluation of a split")
+    ap.add_argument("--data-root", type=Path, default=SHARED / "data" / "tinyllm")
+    ap.add_argument("--dataset", default="obqa")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--tokenizer", type=Path, default=SHARED / "t5-vocab")
+    ap.add_argument("--eval-batch", type=int, default=64, help="train.py's eval_batch_size")
+    ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N examples")
     args = ap.parse_args()
+    if args.eval:
+        eval_benchmark(args)
+        return
 
     import torch
-    import transformers
 
     from tinyllm_jax.decode import greedy_decode
-    from tinyllm_jax.models.hf import load_hf_checkpoint
 
-    torch.manual_seed(0)
-    hf_cfg = transformers.T5Config(
-        vocab_size=32128, d_model=512, d_kv=64, d_ff=1024, num_layers=args.layers, num_heads=6,
-        feed_forward_proj="gated-gelu", tie_word_embeddings=False, decoder_start_token_id=0,
-        pad_token_id=0, eos_token_id=1,
-    )
-    model = transformers.T5ForConditionalGeneration(hf_cfg).eval()
-    with tempfile.TemporaryDirectory() as d:
-        model.save_pretrained(d)
-        cfg, params = load_hf_checkpoint(d)
-    params = jax.tree.map(jnp.asarray, params)
+    model, cfg, params = _hf_model_and_params(args.layers)
 
     rng = np.random.default_rng(0)
     ids = rng.integers(2, 32000, size=(args.batch, args.input_len)).astype(np.int32)
@@ -109,6 +125,108 @@ def main() -> None:
     result.update(speedup=ratio, identical_tokens=same, batch=args.batch, new_tokens=args.new)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
+
+
+def _hf_model_and_params(layers: int) -> tuple[Any, Any, Any]:
+    """A random FLAN-T5-small-shaped HF model and the same weights in our format."""
+    import torch
+    import transformers
+
+    from tinyllm_jax.models.hf import load_hf_checkpoint
+
+    torch.manual_seed(0)
+    hf_cfg = transformers.T5Config(
+        vocab_size=32128, d_model=512, d_kv=64, d_ff=1024, num_layers=layers, num_heads=6,
+        feed_forward_proj="gated-gelu", tie_word_embeddings=False, decoder_start_token_id=0,
+        pad_token_id=0, eos_token_id=1,
+    )
+    model = transformers.T5ForConditionalGeneration(hf_cfg).eval()
+    with tempfile.TemporaryDirectory() as d:
+        model.save_pretrained(d)
+        cfg, params = load_hf_checkpoint(d)
+    return model, cfg, jax.tree.map(jnp.asarray, params)
+
+
+def eval_benchmark(args: argparse.Namespace) -> None:
+    """Seconds to evaluate a whole split: tinyllm_jax.evaluate vs HF generate."""
+    import torch
+
+    from tinyllm_jax import evaluate as eval_lib
+    from tinyllm_jax import sharding
+    from tinyllm_jax.data.features import ANSWER_TASK, build_task_features
+    from tinyllm_jax.data.pipeline import eval_batches
+    from tinyllm_jax.data.tinyllm import read_split
+    from tinyllm_jax.decode import strip_after_eos
+    from tinyllm_jax.tokenizers import load_tokenizer
+
+    if not (args.data_root / args.dataset).is_dir():
+        raise SystemExit(f"--eval needs the TinyLLM data at {args.data_root / args.dataset}")
+    tokenizer = load_tokenizer(str(args.tokenizer) if args.tokenizer.exists() else "t5")
+    examples, _ = read_split(args.data_root, args.dataset, args.split, ())
+    if args.limit:
+        examples = examples[: args.limit]
+    features, _ = build_task_features(examples, tokenizer, teachers=(), tasks=(ANSWER_TASK,))
+    # train.py's default: the longest gold answer plus 8 tokens.
+    max_new = max(len(tokenizer.encode(ex.answer)) for ex in examples) + 8
+    model, cfg, params = _hf_model_and_params(args.layers)
+    cfg = cfg.replace(dropout_rate=0.0)
+    mesh = sharding.make_mesh(argparse.Namespace(data=-1, fsdp=1, tensor=1))
+    eos, pad = tokenizer.eos_id, tokenizer.pad_id
+
+    def ours() -> dict[str, Any]:
+        outputs = eval_lib.decode_features(
+            params, cfg, features, mesh=mesh, batch_size=args.eval_batch,
+            max_new_tokens=max_new, eos_id=eos, pad_id=pad,
+        )
+        return {"outputs": outputs, "metrics": eval_lib.accuracy_report(
+            outputs, examples, tokenizer)[0]}
+
+    def hf() -> dict[str, Any]:
+        outputs: dict[str, list[int]] = {}
+        for eb in eval_batches(features, batch_size=args.eval_batch):
+            keep = [i for i, e in enumerate(eb.example_ids) if e]
+            mask = eb.batch["encoder_segment_ids"][keep]
+            width = int(mask.sum(axis=1).max())
+            ids = torch.from_numpy(eb.batch["encoder_input_tokens"][keep, :width].astype(np.int64))
+            with torch.no_grad():
+                out = model.generate(
+                    input_ids=ids, attention_mask=torch.from_numpy(mask[:, :width].astype(
+                        np.int64)), do_sample=False, num_beams=1, max_new_tokens=max_new,
+                    eos_token_id=eos, pad_token_id=pad, decoder_start_token_id=0,
+                ).numpy()[:, 1:]  # drop the decoder start token
+            for j, i in enumerate(keep):
+                outputs[eb.example_ids[i]] = strip_after_eos(out[j], eos)
+        return {"outputs": outputs, "metrics": eval_lib.accuracy_report(
+            outputs, examples, tokenizer)[0]}
+
+    times: dict[str, list[float]] = {"ours": [], "hf": []}
+    results: dict[str, Any] = {}
+    for _ in range(args.repeats + 1):  # pass 0 of ours compiles; interleaved passes
+        for name, fn in (("ours", ours), ("hf", hf)):
+            t0 = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+    same = sum(results["ours"]["outputs"][k] == results["hf"]["outputs"].get(k)
+               for k in results["ours"]["outputs"])
+    n = len(examples)
+    print(f"eval benchmark: {args.dataset} {args.split}, {n} examples, batch {args.eval_batch}, "
+          f"max {max_new} new tokens, FLAN-T5-small shape (random weights), "
+          f"{jax.devices()[0].platform}, torch threads {torch.get_num_threads()}")
+    print(f"{'system':<34}{'first pass s':>13}{'steady s':>10}{'examples/s':>12}")
+    summary: dict[str, Any] = {}
+    for name, label in (("ours", "tinyllm_jax evaluate (jitted)"), ("hf", "HF PyTorch generate")):
+        steady = statistics.median(times[name][1:])
+        print(f"{label:<34}{times[name][0]:>13.2f}{steady:>10.2f}{n / steady:>12.1f}")
+        summary[name] = {"first_pass_s": times[name][0], "steady_s": steady,
+                         "passes_s": times[name], "examples_per_s": n / steady,
+                         "metrics": results[name]["metrics"]}
+    speedup = summary["hf"]["steady_s"] / summary["ours"]["steady_s"]
+    print(f"speed-up (steady eval time ratio): {speedup:.2f}x; identical predictions: "
+          f"{same}/{n}")
+    summary.update(speedup=speedup, identical_predictions=same, examples=n,
+                   max_new_tokens=max_new, eval_batch=args.eval_batch)
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
