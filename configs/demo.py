@@ -13,12 +13,16 @@ from tinyllm_jax.configs import base_config, parse_arg, split_teachers
 
 
 def get_config(arg: str | None = None):
-    a = parse_arg(arg, teachers="algebra+verbal", steps=900, size="mini")
+    a = parse_arg(arg, teachers="algebra+verbal", steps=600, size="mini")
     c = base_config(dataset="synthetic", teachers=split_teachers(a["teachers"]), size=a["size"],
                     tokenizer="synthetic")
     c.data.synthetic.train_size = 4000
     c.data.synthetic.valid_size = 200
     c.data.synthetic.test_size = 500
+    # One or two events per problem: the three-event default needs several
+    # times the demo's 10-minute CPU budget before exact answers beat chance.
+    c.data.synthetic.min_events = 1
+    c.data.synthetic.max_events = 2
     c.data.max_input_len = 128
     c.data.max_target_len = 96
     c.model.dropout_rate = 0.0
@@ -29,8 +33,8 @@ def get_config(arg: str | None = None):
     c.train.steps = a["steps"]
     c.train.batch_size = 16
     c.train.log_every = 25
-    c.train.eval_every = 300
-    c.train.checkpoint_every = 300
+    c.train.eval_every = 200
+    c.train.checkpoint_every = 200
     c.train.eval_batch_size = 100
     c.train.eval_max_new_tokens = 6
     # A from-scratch student in minutes ranks the options well before it
