@@ -10,34 +10,34 @@ REAL = "configs/experiments/real.py"
 def synthetic_methods() -> list[tuple[str, str, str]]:
     return [
         (f"synthetic-{m}-s{s}", SYNTHETIC, f"method={m},seed={s}")
+        for s in SEEDS  # seed-major, so a partial grid already covers every method
         for m in ("answer", "algebra", "verbal", "both", "both_filtered")
-        for s in SEEDS
     ]
 
 
 def synthetic_efficiency() -> list[tuple[str, str, str]]:
     return [
         (f"synthetic-{m}-f{f}-s{s}", SYNTHETIC, f"method={m},fraction={f},seed={s}")
+        for s in SEEDS
         for m in ("answer", "both")
         for f in (0.125, 0.25, 0.5)  # 1.0 is in synthetic_methods
-        for s in SEEDS
     ]
 
 
 def synthetic_alpha() -> list[tuple[str, str, str]]:
     return [
         (f"synthetic-both-a{a}-s{s}", SYNTHETIC, f"method=both,alpha={a},seed={s}")
-        for a in (0.1, 0.5, 2.0)  # 1.0 is in synthetic_methods
         for s in SEEDS
+        for a in (0.1, 0.5, 2.0)  # 1.0 is in synthetic_methods
     ]
 
 
 def real() -> list[tuple[str, str, str]]:
     return [
         (f"{d}-{m}-s{s}", REAL, f"dataset={d},method={m},seed={s}")
+        for s in SEEDS
         for d in ("obqa", "arc", "riddle", "piqa", "pubmedqa")
         for m in (("answer", "flan") if d == "piqa" else ("answer", "flan", "llama", "both"))
-        for s in SEEDS
     ]
 
 

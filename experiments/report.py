@@ -2,28 +2,76 @@
 
     python -m experiments.report --runs=runs/experiments --out=docs/results
 
-Groups runs by name without the seed suffix, reports test accuracy mean ±
-std over seeds (exact match, choice ranking), wall-clock per run, and draws
-accuracy-by-method, data-efficiency and learning-curve PNGs.
+Groups runs by name without the seed suffix and reports test accuracy mean ±
+std over seeds (exact match, choice ranking) and wall-clock per run, one
+section per grid of experiments/grids.py. Writes into --out:
+
+    tables.md                      markdown tables, one section per grid
+    results.json                   the same numbers, machine-readable
+    synthetic_methods.png          accuracy by method
+    synthetic_efficiency.png       accuracy vs training fraction, answer vs both
+    synthetic_alpha.png            accuracy vs rationale-loss weight alpha
+    synthetic_learning_curves.png  validation accuracy vs step, per method
+    real_methods.png               accuracy by method, per real dataset
+
+A grid that is only partly run reports what exists: missing rows are left out
+and a plot without data is not drawn.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 _SEED = re.compile(r"-s(\d+)$")
 
+SYNTHETIC_METHODS = ("answer", "algebra", "verbal", "both", "both_filtered")
+EFFICIENCY_METHODS = ("answer", "both")
+DATASETS = ("obqa", "arc", "riddle", "piqa", "pubmedqa")
+REAL_METHODS = ("answer", "flan", "llama", "both")
+
+# Group names (run names less "-s<seed>") of each grid in experiments/grids.py. The
+# 100% fraction and alpha 1.0 points are the plain synthetic-<method> runs, so those
+# two patterns only match the off-default points.
+_METHOD = re.compile(rf"^synthetic-({'|'.join(SYNTHETIC_METHODS)})$")
+_FRACTION = re.compile(rf"^synthetic-({'|'.join(EFFICIENCY_METHODS)})-f(\d*\.?\d+)$")
+_ALPHA = re.compile(r"^synthetic-both-a(\d*\.?\d+)$")
+_REAL = re.compile(rf"^({'|'.join(DATASETS)})-({'|'.join(REAL_METHODS)})$")
+
+# Published test accuracy (%) of the paper's 80M (FLAN-T5-small) students, the size
+# closest to our from-scratch "mini" student. Source: TinyLLM paper (arXiv
+# 2402.04616), Table as quoted in the dataset README (../shared/README.md). That
+# table has two rows per size: "full fine-tuning" (labels only, our "answer") and
+# "TinyLLM" (FLAN-T5 + LLaMA-2 teachers, our "both"); it quotes no single-teacher
+# number, so flan and llama stay blank.
+PAPER_80M: dict[tuple[str, str], float] = {
+    ("obqa", "answer"): 41.6, ("arc", "answer"): 27.5, ("piqa", "answer"): 42.3,
+    ("riddle", "answer"): 42.8, ("pubmedqa", "answer"): 56.3,
+    ("obqa", "both"): 47.6, ("arc", "both"): 31.9, ("piqa", "both"): 52.8,
+    ("riddle", "both"): 49.2, ("pubmedqa", "both"): 62.0,
+}
+
+_METRICS = {"exact": "test_accuracy", "ranked": "test_accuracy_ranked"}
+_LABELS = {"exact": "exact match", "ranked": "choice ranking"}
+
 
 def load_runs(root: Path) -> dict[str, list[dict]]:
+    """Finished runs under `root` (a dir with run.json and summary.json), grouped by
+    name without the seed suffix."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for run in sorted(root.glob("*/run.json")):
         summary_path = run.parent / "summary.json"
+        # run_grid writes run.json only after the run exits; summary.json alone may be
+        # a run still in progress or one that crashed.
         if not summary_path.exists():
             continue
         record = json.loads(run.read_text())
@@ -33,67 +81,349 @@ def load_runs(root: Path) -> dict[str, list[dict]]:
     return groups
 
 
-def _stat(values: list[float]) -> str:
-    v = np.asarray(values, float) * 100
-    return f"{v.mean():.1f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.1f}"
+@dataclass(frozen=True)
+class Stat:
+    """Mean and sample std (ddof=1) of one metric over seeds, in percent."""
+
+    n: int
+    mean: float | None
+    # None, not 0, with a single seed: the spread is unknown, not zero.
+    std: float | None
+
+    def __str__(self) -> str:
+        if self.mean is None:
+            return "—"
+        std = "n/a" if self.std is None else f"{self.std:.1f}"
+        return f"{self.mean:.1f} ± {std}"
+
+
+def stat(values: Iterable[float | None]) -> Stat:
+    """Stat of the finite values; missing ones (older summaries lack ranked accuracy)
+    are dropped rather than turning the whole mean into NaN."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], float)
+    if v.size == 0:
+        return Stat(0, None, None)
+    return Stat(int(v.size), float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else None)
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else 100 * value
+
+
+def summarize(runs: Sequence[dict]) -> dict[str, Any]:
+    """The numbers one table row shows, for the runs (seeds) of one group."""
+    s = [r["summary"] for r in runs]
+    chance = [x["test_chance"] for x in s if "test_chance" in x]
+    wall = [r["wall_s"] for r in runs if r.get("wall_s") is not None]
+    return {
+        "n": len(runs),
+        "seeds": sorted(int(m.group(1)) for r in runs if (m := _SEED.search(r["name"]))),
+        **{k: stat(_percent(x.get(key)) for x in s) for k, key in _METRICS.items()},
+        "chance": 100 * float(np.mean(chance)) if chance else None,
+        "wall_s": float(np.mean(wall)) if wall else None,
+    }
 
 
 def table(groups: dict[str, list[dict]]) -> str:
+    """One row per group, every group: the catch-all table."""
     lines = ["| run | seeds | test exact match (%) | test choice ranking (%) | chance (%) | wall s/run |",
              "|---|---|---|---|---|---|"]
     for name, runs in sorted(groups.items()):
-        s = [r["summary"] for r in runs]
-        ranked = [x.get("test_accuracy_ranked", float("nan")) for x in s]
-        lines.append(
-            f"| {name} | {len(runs)} | {_stat([x['test_accuracy'] for x in s])} | {_stat(ranked)} "
-            f"| {100 * s[0]['test_chance']:.1f} | {np.mean([r['wall_s'] for r in runs]):.0f} |"
-        )
+        row = summarize(runs)
+        lines.append(f"| {name} | {row['n']} | {row['exact']} | {row['ranked']} "
+                     f"| {_num(row['chance'], '.1f')} | {_num(row['wall_s'], '.0f')} |")
     return "\n".join(lines)
 
 
-def plot_methods(groups: dict[str, list[dict]], prefix: str, out: Path) -> Path | None:
+def _num(value: float | None, spec: str, blank: str = "—") -> str:
+    return blank if value is None else format(value, spec)
+
+
+def collect(groups: dict[str, list[dict]]) -> dict[str, Any]:
+    """Summaries of each grid, keyed as results.json stores them; a grid or row with
+    no finished run is absent."""
+    methods = {m: summarize(groups[f"synthetic-{m}"])
+               for m in SYNTHETIC_METHODS if f"synthetic-{m}" in groups}
+
+    efficiency: dict[str, dict[str, Any]] = {}
+    for m in EFFICIENCY_METHODS:
+        points = {float(hit.group(2)): summarize(groups[name]) for name in groups
+                  if (hit := _FRACTION.match(name)) and hit.group(1) == m}
+        if points and m in methods:
+            points[1.0] = methods[m]
+        if points:
+            efficiency[m] = {str(f): points[f] for f in sorted(points)}
+
+    alpha = {float(hit.group(1)): summarize(groups[name])
+             for name in groups if (hit := _ALPHA.match(name))}
+    if alpha and "both" in methods:
+        alpha[1.0] = methods["both"]
+
+    real: dict[str, dict[str, Any]] = {}
+    for d in DATASETS:
+        row = {m: {**summarize(groups[f"{d}-{m}"]), "paper_80m": PAPER_80M.get((d, m))}
+               for m in REAL_METHODS if f"{d}-{m}" in groups}
+        if row:
+            real[d] = row
+
+    curves = {m: learning_curve(groups[f"synthetic-{m}"]) for m in methods}
+    curves = {m: c for m, c in curves.items() if c["step"]}
+
+    known = {n for n in groups if _METHOD.match(n) or _FRACTION.match(n)
+             or _ALPHA.match(n) or _REAL.match(n)}
+    return {
+        "synthetic_methods": methods,
+        "synthetic_efficiency": efficiency,
+        "synthetic_alpha": {str(a): alpha[a] for a in sorted(alpha)},
+        "real": real,
+        "synthetic_learning_curves": curves,
+        "other": sorted(set(groups) - known),
+    }
+
+
+def learning_curve(runs: Sequence[dict]) -> dict[str, list[float]]:
+    """Validation accuracy (%) by step, mean over the seeds that logged that step."""
+    by_step: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        path = Path(r["dir"]) / "metrics.jsonl"
+        if not path.exists():
+            continue
+        # A resumed run logs the steps after its checkpoint again; keep the last.
+        last: dict[int, dict] = {}
+        for line in path.read_text().splitlines():
+            if line.strip() and (rec := json.loads(line)).get("kind") == "eval/valid":
+                last[int(rec["step"])] = rec
+        for step, rec in last.items():
+            for k, key in (("exact", "accuracy"), ("ranked", "accuracy_ranked")):
+                if rec.get(key) is not None:
+                    by_step[step][k].append(100 * rec[key])
+    steps = sorted(by_step)
+    return {"step": steps,
+            **{k: [float(np.mean(by_step[s][k])) if by_step[s][k] else math.nan for s in steps]
+               for k in _METRICS}}
+
+
+def _fraction_label(f: str) -> str:
+    return f"{100 * float(f):g}%"
+
+
+def tables_markdown(results: dict[str, Any], groups: dict[str, list[dict]]) -> str:
+    """tables.md: one section per grid that has at least one finished run."""
+    head = "| seeds | exact match (%) | choice ranking (%) | chance (%) | wall s/run |"
+    rule = "|---|---|---|---|---|"
+
+    def cells(row: dict[str, Any]) -> str:
+        return (f"| {row['n']} | {row['exact']} | {row['ranked']} "
+                f"| {_num(row['chance'], '.1f')} | {_num(row['wall_s'], '.0f')} |")
+
+    out = ["# Experiment results", "",
+           "Test accuracy in %, mean ± sample std (ddof=1) over seeds; n/a with one seed.", ""]
+    if results["synthetic_methods"]:
+        out += ["## Synthetic: methods", "", "| method " + head, "|---" + rule]
+        out += [f"| {m} " + cells(r) for m, r in results["synthetic_methods"].items()]
+        out.append("")
+    if results["synthetic_efficiency"]:
+        eff = results["synthetic_efficiency"]
+        methods = [m for m in EFFICIENCY_METHODS if m in eff]
+        out += ["## Synthetic: data efficiency", "",
+                "Fraction of the training set; 100% is the plain method run.", "",
+                "| fraction | " + " | ".join(f"{m} seeds | {m} exact (%) | {m} ranked (%)"
+                                             for m in methods) + " |",
+                "|---" + "|---|---|---" * len(methods) + "|"]
+        for f in sorted({f for m in methods for f in eff[m]}, key=float):
+            row = [eff[m].get(f) for m in methods]
+            out.append(f"| {_fraction_label(f)} | " + " | ".join(
+                f"{r['n']} | {r['exact']} | {r['ranked']}" if r else "— | — | —" for r in row)
+                + " |")
+        out.append("")
+    if results["synthetic_alpha"]:
+        out += ["## Synthetic: alpha sweep (method both)", "",
+                "Weight of the rationale losses against the answer loss; 1 is the default.", "",
+                "| alpha " + head, "|---" + rule]
+        out += [f"| {float(a):g} " + cells(r) for a, r in results["synthetic_alpha"].items()]
+        out.append("")
+    if results["real"]:
+        out += ["## Real datasets", "",
+                "paper: published test accuracy of the 80M FLAN-T5-small student of the "
+                "TinyLLM paper (answer = full fine-tuning, both = TinyLLM), as quoted in "
+                "../shared/README.md, blank where it quotes none; it starts from pretrained "
+                "weights, ours from random.", "",
+                "| dataset | method " + head + " paper 80M (%) |", "|---|---" + rule + "---|"]
+        for d, row in results["real"].items():
+            out += [f"| {d} | {m} " + cells(r) + f" {_num(r['paper_80m'], '.1f', blank='')} |"
+                    for m, r in row.items()]
+        out.append("")
+    if results["other"]:
+        out += ["## Other runs", "", table({n: groups[n] for n in results["other"]}), ""]
+    return "\n".join(out)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Stat):
+        return asdict(x)
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    # NaN is not JSON; a step no seed logged a metric for is simply unknown.
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _pyplot() -> Any:
+    # Imported on first plot so `load_runs`/`table` users do not pay for matplotlib,
+    # and Agg so it works without a display (CI, ssh).
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [n for n in sorted(groups) if n.startswith(prefix) and n.count("-") == 1]
-    if not names:
-        return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for k, key in enumerate(("test_accuracy", "test_accuracy_ranked")):
-        vals = [[r["summary"].get(key, np.nan) * 100 for r in groups[n]] for n in names]
-        x = np.arange(len(names)) + (k - 0.5) * 0.35
-        ax.bar(x, [np.mean(v) for v in vals], 0.35, yerr=[np.std(v) for v in vals],
-               label={"test_accuracy": "exact match", "test_accuracy_ranked": "choice ranking"}[key])
-    chance = groups[names[0]][0]["summary"]["test_chance"] * 100
-    ax.axhline(chance, color="grey", ls="--", label="chance")
-    ax.set_xticks(np.arange(len(names)), [n.removeprefix(prefix + "-") for n in names])
-    ax.set(ylabel="test accuracy (%)", title=f"{prefix}: accuracy by method (mean ± std over seeds)")
-    ax.legend()
+    return plt
+
+
+def _err(s: Stat) -> float:
+    return 0.0 if s.std is None else s.std
+
+
+def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
-    path = out / f"{prefix}_methods.png"
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
-def main() -> None:
+def _chance_line(ax: Any, rows: Iterable[dict[str, Any]]) -> None:
+    chance = [r["chance"] for r in rows if r["chance"] is not None]
+    if chance:
+        ax.axhline(float(np.mean(chance)), color="grey", ls="--", label="chance")
+
+
+def plot_methods(results: dict[str, Any], out: Path) -> Path | None:
+    rows = results["synthetic_methods"]
+    if not rows:
+        return None
+    fig, ax = _pyplot().subplots(figsize=(7, 4))
+    x = np.arange(len(rows))
+    for k, metric in enumerate(_METRICS):
+        stats = [r[metric] for r in rows.values()]
+        ax.bar(x + (k - 0.5) * 0.35, [np.nan if s.mean is None else s.mean for s in stats],
+               0.35, yerr=[_err(s) for s in stats], capsize=3, label=_LABELS[metric])
+    _chance_line(ax, rows.values())
+    ax.set_xticks(x, list(rows))
+    ax.set(ylabel="test accuracy (%)", title="synthetic: accuracy by method (mean ± std over seeds)")
+    ax.legend()
+    return _save(fig, out / "synthetic_methods.png")
+
+
+def _plot_sweep(ax: Any, points: dict[str, dict[str, Any]], label: str) -> None:
+    xs = [float(p) for p in points]
+    for metric, style in (("exact", "-o"), ("ranked", "--s")):
+        stats = [points[p][metric] for p in points]
+        ax.errorbar(xs, [np.nan if s.mean is None else s.mean for s in stats],
+                    yerr=[_err(s) for s in stats], fmt=style, capsize=3,
+                    label=f"{label}{_LABELS[metric]}")
+
+
+def plot_efficiency(results: dict[str, Any], out: Path) -> Path | None:
+    eff = results["synthetic_efficiency"]
+    if not eff:
+        return None
+    fig, ax = _pyplot().subplots(figsize=(7, 4))
+    for m, points in eff.items():
+        _plot_sweep(ax, points, f"{m}: ")
+    _chance_line(ax, [r for points in eff.values() for r in points.values()])
+    # Fractions halve from one point to the next, so a log2 axis spaces them evenly.
+    ax.set_xscale("log", base=2)
+    fractions = sorted({float(f) for points in eff.values() for f in points})
+    ax.set_xticks(fractions, [_fraction_label(str(f)) for f in fractions])
+    ax.set(xlabel="training fraction", ylabel="test accuracy (%)",
+           title="synthetic: data efficiency (mean ± std over seeds)")
+    ax.legend(fontsize=8)
+    return _save(fig, out / "synthetic_efficiency.png")
+
+
+def plot_alpha(results: dict[str, Any], out: Path) -> Path | None:
+    points = results["synthetic_alpha"]
+    if not points:
+        return None
+    fig, ax = _pyplot().subplots(figsize=(7, 4))
+    _plot_sweep(ax, points, "")
+    _chance_line(ax, points.values())
+    ax.set_xscale("log")
+    ax.set_xticks([float(a) for a in points], [f"{float(a):g}" for a in points])
+    ax.set(xlabel="alpha (rationale loss weight)", ylabel="test accuracy (%)",
+           title="synthetic, method both: alpha sweep (mean ± std over seeds)")
+    ax.legend()
+    return _save(fig, out / "synthetic_alpha.png")
+
+
+def plot_learning_curves(results: dict[str, Any], out: Path) -> Path | None:
+    curves = results["synthetic_learning_curves"]
+    if not curves:
+        return None
+    fig, axes = _pyplot().subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, metric in zip(axes, _METRICS):
+        for m, c in curves.items():
+            ax.plot(c["step"], c[metric], "-o", ms=3, label=m)
+        ax.set(xlabel="step", title=f"validation {_LABELS[metric]} (mean over seeds)")
+    axes[0].set_ylabel("accuracy (%)")
+    axes[0].legend()
+    return _save(fig, out / "synthetic_learning_curves.png")
+
+
+def plot_real(results: dict[str, Any], out: Path) -> Path | None:
+    real = results["real"]
+    if not real:
+        return None
+    methods = [m for m in REAL_METHODS if any(m in row for row in real.values())]
+    width = 0.8 / len(methods)
+    fig, axes = _pyplot().subplots(1, 2, figsize=(12, 4), sharey=True)
+    x = np.arange(len(real))
+    for ax, metric in zip(axes, _METRICS):
+        for k, m in enumerate(methods):
+            stats = [row[m][metric] if m in row else Stat(0, None, None) for row in real.values()]
+            ax.bar(x + (k - (len(methods) - 1) / 2) * width,
+                   [np.nan if s.mean is None else s.mean for s in stats], width,
+                   yerr=[_err(s) for s in stats], capsize=2, label=m)
+        # Chance differs per dataset (2 to 5 choices), so one short line per group.
+        for i, row in enumerate(real.values()):
+            chance = [r["chance"] for r in row.values() if r["chance"] is not None]
+            if chance:
+                ax.hlines(float(np.mean(chance)), i - 0.45, i + 0.45, colors="grey",
+                          linestyles="--", label="chance" if i == 0 else None)
+        ax.set_xticks(x, list(real))
+        ax.set_title(f"test {_LABELS[metric]} (mean ± std over seeds)")
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[0].legend(fontsize=8)
+    return _save(fig, out / "real_methods.png")
+
+
+def report(runs: Path, out: Path) -> dict[str, Any]:
+    """Write tables.md, results.json and the PNGs for the runs under `runs` into
+    `out`; returns what results.json holds."""
+    groups = load_runs(runs)
+    if not groups:
+        raise SystemExit(f"{runs}: no finished runs (run.json + summary.json)")
+    out.mkdir(parents=True, exist_ok=True)
+    results = collect(groups)
+    text = tables_markdown(results, groups)
+    (out / "tables.md").write_text(text)
+    print(text)
+    data = _jsonable(results)
+    (out / "results.json").write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    for plot in (plot_methods, plot_efficiency, plot_alpha, plot_learning_curves, plot_real):
+        if path := plot(results, out):
+            print(f"wrote {path}")
+    return data
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, default=Path("runs/experiments"))
     ap.add_argument("--out", type=Path, default=Path("docs/results"))
-    args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    groups = load_runs(args.runs)
-    if not groups:
-        raise SystemExit(f"{args.runs}: no finished runs (run.json + summary.json)")
-    text = table(groups)
-    (args.out / "tables.md").write_text(text + "\n")
-    print(text)
-    for prefix in sorted({n.split("-")[0] for n in groups}):
-        path = plot_methods(groups, prefix, args.out)
-        if path:
-            print(f"wrote {path}")
+    args = ap.parse_args(argv)
+    report(args.runs, args.out)
 
 
 if __name__ == "__main__":

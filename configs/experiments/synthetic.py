@@ -23,7 +23,7 @@ METHODS = {
 def get_config(arg: str | None = None):
     from pathlib import Path
 
-    a = parse_arg(arg, method="both", seed=0, fraction=1.0, alpha=1.0, steps=600)
+    a = parse_arg(arg, method="both", seed=0, fraction=1.0, alpha=1.0, steps=300)
     if a["method"] not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {a['method']!r}")
     teachers = METHODS[a["method"]]
@@ -34,6 +34,10 @@ def get_config(arg: str | None = None):
     c.data.train_fraction = a["fraction"]
     c.data.drop_disagreeing = a["method"] == "both_filtered"
     c.loss.rationale_weights = (a["alpha"],) * len(teachers)
+    # Validation every 100 steps gives the learning curves; one checkpoint at
+    # the end is all a grid run needs.
+    c.train.eval_every = 100
+    c.train.checkpoint_every = a["steps"]
     c.train.plot = False
     c.train.progress_bar = False
     return c
