@@ -6,12 +6,18 @@ SEEDS = (0, 1, 2)
 SYNTHETIC = "configs/experiments/synthetic.py"
 REAL = "configs/experiments/real.py"
 
+# experiments/report.py reads these too, to group and order the finished runs.
+SYNTHETIC_METHODS = ("answer", "algebra", "verbal", "both", "both_filtered")
+EFFICIENCY_METHODS = ("answer", "both")
+DATASETS = ("obqa", "arc", "riddle", "piqa", "pubmedqa")
+REAL_METHODS = ("answer", "flan", "llama", "both")
+
 
 def synthetic_methods() -> list[tuple[str, str, str]]:
     return [
         (f"synthetic-{m}-s{s}", SYNTHETIC, f"method={m},seed={s}")
         for s in SEEDS  # seed-major, so a partial grid already covers every method
-        for m in ("answer", "algebra", "verbal", "both", "both_filtered")
+        for m in SYNTHETIC_METHODS
     ]
 
 
@@ -19,7 +25,7 @@ def synthetic_efficiency() -> list[tuple[str, str, str]]:
     return [
         (f"synthetic-{m}-f{f}-s{s}", SYNTHETIC, f"method={m},fraction={f},seed={s}")
         for s in SEEDS
-        for m in ("answer", "both")
+        for m in EFFICIENCY_METHODS
         for f in (0.125, 0.25, 0.5)  # 1.0 is in synthetic_methods
     ]
 
@@ -36,8 +42,9 @@ def real() -> list[tuple[str, str, str]]:
     return [
         (f"{d}-{m}-s{s}", REAL, f"dataset={d},method={m},seed={s}")
         for s in SEEDS
-        for d in ("obqa", "arc", "riddle", "piqa", "pubmedqa")
-        for m in (("answer", "flan") if d == "piqa" else ("answer", "flan", "llama", "both"))
+        for d in DATASETS
+        # PIQA has FLAN-T5 rationales only.
+        for m in (("answer", "flan") if d == "piqa" else REAL_METHODS)
     ]
 
 

@@ -32,12 +32,9 @@ from typing import Any
 
 import numpy as np
 
-_SEED = re.compile(r"-s(\d+)$")
+from experiments.grids import DATASETS, EFFICIENCY_METHODS, REAL_METHODS, SYNTHETIC_METHODS
 
-SYNTHETIC_METHODS = ("answer", "algebra", "verbal", "both", "both_filtered")
-EFFICIENCY_METHODS = ("answer", "both")
-DATASETS = ("obqa", "arc", "riddle", "piqa", "pubmedqa")
-REAL_METHODS = ("answer", "flan", "llama", "both")
+_SEED = re.compile(r"-s(\d+)$")
 
 # Group names (run names less "-s<seed>") of each grid in experiments/grids.py. The
 # 100% fraction and alpha 1.0 points are the plain synthetic-<method> runs, so those
@@ -124,14 +121,17 @@ def summarize(runs: Sequence[dict]) -> dict[str, Any]:
     }
 
 
+def _cells(row: dict[str, Any]) -> str:
+    """The seeds / accuracies / chance / wall-clock cells every table row shares."""
+    return (f"| {row['n']} | {row['exact']} | {row['ranked']} "
+            f"| {_num(row['chance'], '.1f')} | {_num(row['wall_s'], '.0f')} |")
+
+
 def table(groups: dict[str, list[dict]]) -> str:
     """One row per group, every group: the catch-all table."""
     lines = ["| run | seeds | test exact match (%) | test choice ranking (%) | chance (%) | wall s/run |",
              "|---|---|---|---|---|---|"]
-    for name, runs in sorted(groups.items()):
-        row = summarize(runs)
-        lines.append(f"| {name} | {row['n']} | {row['exact']} | {row['ranked']} "
-                     f"| {_num(row['chance'], '.1f')} | {_num(row['wall_s'], '.0f')} |")
+    lines += [f"| {name} " + _cells(summarize(runs)) for name, runs in sorted(groups.items())]
     return "\n".join(lines)
 
 
@@ -212,15 +212,11 @@ def tables_markdown(results: dict[str, Any], groups: dict[str, list[dict]]) -> s
     head = "| seeds | exact match (%) | choice ranking (%) | chance (%) | wall s/run |"
     rule = "|---|---|---|---|---|"
 
-    def cells(row: dict[str, Any]) -> str:
-        return (f"| {row['n']} | {row['exact']} | {row['ranked']} "
-                f"| {_num(row['chance'], '.1f')} | {_num(row['wall_s'], '.0f')} |")
-
     out = ["# Experiment results", "",
            "Test accuracy in %, mean ± sample std (ddof=1) over seeds; n/a with one seed.", ""]
     if results["synthetic_methods"]:
         out += ["## Synthetic: methods", "", "| method " + head, "|---" + rule]
-        out += [f"| {m} " + cells(r) for m, r in results["synthetic_methods"].items()]
+        out += [f"| {m} " + _cells(r) for m, r in results["synthetic_methods"].items()]
         out.append("")
     if results["synthetic_efficiency"]:
         eff = results["synthetic_efficiency"]
@@ -240,7 +236,7 @@ def tables_markdown(results: dict[str, Any], groups: dict[str, list[dict]]) -> s
         out += ["## Synthetic: alpha sweep (method both)", "",
                 "Weight of the rationale losses against the answer loss; 1 is the default.", "",
                 "| alpha " + head, "|---" + rule]
-        out += [f"| {float(a):g} " + cells(r) for a, r in results["synthetic_alpha"].items()]
+        out += [f"| {float(a):g} " + _cells(r) for a, r in results["synthetic_alpha"].items()]
         out.append("")
     if results["real"]:
         out += ["## Real datasets", "",
@@ -250,7 +246,7 @@ def tables_markdown(results: dict[str, Any], groups: dict[str, list[dict]]) -> s
                 "weights, ours from random.", "",
                 "| dataset | method " + head + " paper 80M (%) |", "|---|---" + rule + "---|"]
         for d, row in results["real"].items():
-            out += [f"| {d} | {m} " + cells(r) + f" {_num(r['paper_80m'], '.1f', blank='')} |"
+            out += [f"| {d} | {m} " + _cells(r) + f" {_num(r['paper_80m'], '.1f', blank='')} |"
                     for m, r in row.items()]
         out.append("")
     if results["other"]:
@@ -282,6 +278,10 @@ def _pyplot() -> Any:
     return plt
 
 
+def _height(s: Stat) -> float:
+    return np.nan if s.mean is None else s.mean
+
+
 def _err(s: Stat) -> float:
     return 0.0 if s.std is None else s.std
 
@@ -307,7 +307,7 @@ def plot_methods(results: dict[str, Any], out: Path) -> Path | None:
     x = np.arange(len(rows))
     for k, metric in enumerate(_METRICS):
         stats = [r[metric] for r in rows.values()]
-        ax.bar(x + (k - 0.5) * 0.35, [np.nan if s.mean is None else s.mean for s in stats],
+        ax.bar(x + (k - 0.5) * 0.35, [_height(s) for s in stats],
                0.35, yerr=[_err(s) for s in stats], capsize=3, label=_LABELS[metric])
     _chance_line(ax, rows.values())
     ax.set_xticks(x, list(rows))
@@ -320,7 +320,7 @@ def _plot_sweep(ax: Any, points: dict[str, dict[str, Any]], label: str) -> None:
     xs = [float(p) for p in points]
     for metric, style in (("exact", "-o"), ("ranked", "--s")):
         stats = [points[p][metric] for p in points]
-        ax.errorbar(xs, [np.nan if s.mean is None else s.mean for s in stats],
+        ax.errorbar(xs, [_height(s) for s in stats],
                     yerr=[_err(s) for s in stats], fmt=style, capsize=3,
                     label=f"{label}{_LABELS[metric]}")
 
@@ -384,7 +384,7 @@ def plot_real(results: dict[str, Any], out: Path) -> Path | None:
         for k, m in enumerate(methods):
             stats = [row[m][metric] if m in row else Stat(0, None, None) for row in real.values()]
             ax.bar(x + (k - (len(methods) - 1) / 2) * width,
-                   [np.nan if s.mean is None else s.mean for s in stats], width,
+                   [_height(s) for s in stats], width,
                    yerr=[_err(s) for s in stats], capsize=2, label=m)
         # Chance differs per dataset (2 to 5 choices), so one short line per group.
         for i, row in enumerate(real.values()):
