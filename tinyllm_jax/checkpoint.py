@@ -46,9 +46,16 @@ def _drop_closed_loop_reports(unraisable: Any, _previous: Any = sys.unraisableho
     # that), TensorStore reads still in flight complete after Orbax has
     # closed its asyncio loop, and each one reports "Event loop is closed"
     # as an ignored exception: noise with a traceback that would bury the
-    # one-line error a user must read. Every other report passes through.
+    # one-line error a user must read. Reads that had already failed are
+    # garbage-collected unawaited and report their read error again, after the
+    # restore path has logged it once (how many depends on GC timing). Every
+    # other report passes through.
     exc = getattr(unraisable, "exc_value", None)
     if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+        return
+    code = getattr(getattr(unraisable, "object", None), "cr_code", None)
+    if (code is not None and "orbax" in code.co_filename
+            and str(exc).startswith("Encountered error while reading array index")):
         return
     _previous(unraisable)
 

@@ -211,3 +211,35 @@ def test_training_with_no_intact_checkpoint_exits_2_and_touches_nothing(
     for step in (20, 24):
         assert str(workdir / "checkpoints" / str(step)) in log
     assert harness.tree_of(workdir) == before
+
+
+def test_unraisable_filter_drops_only_the_failed_restore_echoes() -> None:
+    """Reports that repeat a failed restore are dropped; everything else reaches the
+    previous hook."""
+    import types
+
+    from tinyllm_jax.checkpoint import _drop_closed_loop_reports
+
+    def coroutine_from(filename: str) -> types.CoroutineType:
+        scope: dict = {}
+        exec(compile("async def read():\n    pass\n", filename, "exec"), scope)
+        return scope["read"]()
+
+    passed: list = []
+
+    def report(exc: BaseException, obj: object) -> None:
+        _drop_closed_loop_reports(types.SimpleNamespace(exc_value=exc, object=obj), passed.append)
+
+    read_error = Exception("Encountered error while reading array index: (slice(0, 3, 1),).")
+    orbax, ours = coroutine_from("/x/orbax/checkpoint/serialization.py"), coroutine_from("/x/mine.py")
+    try:
+        report(RuntimeError("Event loop is closed"), None)
+        report(read_error, orbax)
+        assert passed == []
+        report(read_error, ours)  # not Orbax's read
+        report(ValueError("something else"), orbax)  # Orbax, another error
+        report(RuntimeError("Event loop is running"), None)
+        assert len(passed) == 3
+    finally:
+        orbax.close()
+        ours.close()
