@@ -13,17 +13,25 @@ DATASETS = ("obqa", "arc", "riddle", "piqa", "pubmedqa")
 REAL_METHODS = ("answer", "flan", "llama", "both")
 
 
+# Steps (iv) takes for its 3 epochs (105 batches per epoch at every seed):
+# the equal-compute control trains answer-only for as many steps.
+EQUAL_COMPUTE_STEPS = 315
+
+
 def synthetic_methods() -> list[tuple[str, str, str]]:
-    return [
-        (f"synthetic-{m}-s{s}", SYNTHETIC, f"method={m},seed={s}")
-        for s in SEEDS  # seed-major, so a partial grid already covers every method
-        for m in SYNTHETIC_METHODS
-    ]
+    runs = []
+    for s in SEEDS:  # seed-major, so a partial grid already covers every method
+        runs += [(f"synthetic-{m}-s{s}", SYNTHETIC, f"method={m},seed={s}")
+                 for m in SYNTHETIC_METHODS]
+        runs.append((f"synthetic-answer-steps{EQUAL_COMPUTE_STEPS}-s{s}", SYNTHETIC,
+                     f"method=answer,steps={EQUAL_COMPUTE_STEPS},seed={s}"))
+    return runs
 
 
 def synthetic_efficiency() -> list[tuple[str, str, str]]:
+    # 3/f epochs over a fraction f: the same steps as the full-data run, on less data.
     return [
-        (f"synthetic-{m}-f{f}-s{s}", SYNTHETIC, f"method={m},fraction={f},seed={s}")
+        (f"synthetic-{m}-f{f}-s{s}", SYNTHETIC, f"method={m},fraction={f},epochs={3 / f:g},seed={s}")
         for s in SEEDS
         for m in EFFICIENCY_METHODS
         for f in (0.125, 0.25, 0.5)  # 1.0 is in synthetic_methods

@@ -28,7 +28,7 @@ def test_config_builds_and_documents_its_command(path):
     assert "python -m tinyllm_jax.main --config=configs/" in (module.__doc__ or "")
     cfg = module.get_config(None)
     to_t5_config(cfg.model)  # a valid model shape
-    assert cfg.data.name and cfg.train.steps > 0
+    assert cfg.data.name and (cfg.train.steps > 0 or cfg.train.epochs > 0)
 
 
 @pytest.mark.parametrize("size,d_model", [("small", 512), ("base", 768), ("large", 1024)])
@@ -74,8 +74,9 @@ def test_experiment_grids_and_report_table(tmp_path):
     from experiments.report import load_runs, table
 
     names = [n for grid in GRIDS.values() for n, _, _ in grid()]
-    # 5 methods x 3 seeds; 2 x 3 fractions x 3; 3 alphas x 3; 4 datasets x 4 + piqa x 2, x 3.
-    assert len(names) == len(set(names)) == 15 + 18 + 9 + 54
+    # (5 methods + equal-compute control) x 3 seeds; 2 x 3 fractions x 3;
+    # 3 alphas x 3; (4 datasets x 4 + piqa x 2) x 3.
+    assert len(names) == len(set(names)) == 18 + 18 + 9 + 54
     for seed, acc in ((0, 0.5), (1, 0.7)):
         d = tmp_path / f"synthetic-both-s{seed}"
         d.mkdir()
@@ -84,3 +85,22 @@ def test_experiment_grids_and_report_table(tmp_path):
             {"test_accuracy": acc, "test_accuracy_ranked": acc, "test_chance": 0.25}))
     text = table(load_runs(tmp_path))
     assert "| synthetic-both | 2 | 60.0 ± 14.1 | 60.0 ± 14.1 | 25.0 | 10 |" in text
+
+
+def test_epochs_set_the_step_count_from_the_packed_rows():
+    from tinyllm_jax.configs import load_config_file
+    from tinyllm_jax.data import pipeline
+    from tinyllm_jax.train import load_data, train_steps
+
+    cfg = load_config_file(Path("configs/experiments/synthetic.py"), "method=both,seed=0")
+    bundle = load_data(cfg, ())
+    it = pipeline.make_iterator(cfg.data, bundle.train_features, batch_size=cfg.train.batch_size)
+    per_epoch = it.batches_in_epoch(0)
+    assert per_epoch > 1 and train_steps(cfg.train, it) == 3 * per_epoch
+    cfg.train.epochs = 0.5
+    assert train_steps(cfg.train, it) == -(-per_epoch // 2)
+    cfg.train.epochs, cfg.train.steps = 0.0, 7
+    assert train_steps(cfg.train, it) == 7
+    cfg.train.epochs = -1.0
+    with pytest.raises(ValueError, match="epochs must be >= 0"):
+        train_steps(cfg.train, it)

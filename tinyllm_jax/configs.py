@@ -140,6 +140,9 @@ def base_config(
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 1000
+    # > 0: train for this many passes over the training rows instead, so runs
+    # whose tasks pack into different row counts see each example equally often.
+    c.train.epochs = 0.0
     c.train.batch_size = 16  # global rows per step (packed rows hold several pairs)
     c.train.log_every = 50
     c.train.eval_every = 500

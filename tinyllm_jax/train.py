@@ -216,6 +216,23 @@ class _Preemption:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+def train_steps(train_cfg: Any, iterator: pipeline.BatchIterator) -> int:
+    """Optimizer steps of the run: `train.steps`, or `train.epochs` passes over the rows."""
+    epochs = float(train_cfg.get("epochs", 0.0) or 0.0)
+    if epochs < 0:
+        raise ValueError(f"config.train.epochs must be >= 0 (0 = use train.steps), got {epochs}")
+    if not epochs:
+        steps = int(train_cfg.steps)
+    else:
+        # Epoch 0's row count stands for every epoch: packing the other
+        # permutations changes it by a row or two at most.
+        steps = int(np.ceil(epochs * iterator.batches_in_epoch(0)))
+    if steps < 1:
+        raise ValueError(f"the run has no training steps (train.steps={train_cfg.steps}, "
+                         f"train.epochs={epochs})")
+    return steps
+
+
 def _batch_stats(batch: dict[str, np.ndarray]) -> tuple[int, int]:
     """(answer-task examples, real tokens) in this host's rows."""
     starts = (batch["decoder_positions"] == 0) & (batch["decoder_segment_ids"] > 0)
@@ -263,12 +280,16 @@ def _train_and_evaluate(cfg: Any, workdir: str, preempt: _Preemption) -> dict[st
         print(bundle.report.format("training data"), flush=True)
     iterator = pipeline.make_iterator(cfg.data, bundle.train_features, batch_size=cfg.train.batch_size)
     tasks = task_names(bundle.teachers)
+    total = train_steps(cfg.train, iterator)
     log.info("data ready in %.1fs: %d training pairs, rows %dx%d", time.perf_counter() - t0,
              len(bundle.train_features), iterator.input_len, iterator.target_len)
+    if is_main and cfg.train.get("epochs", 0.0):
+        print(f"{cfg.train.epochs:g} epochs of {iterator.batches_in_epoch(0)} batches: "
+              f"{total} steps", flush=True)
 
     # ---- model, optimizer, sharded state
     config = model_config(cfg)
-    tx, sched = make_optimizer(cfg.optimizer, int(cfg.train.steps))
+    tx, sched = make_optimizer(cfg.optimizer, total)
     abstract, shardings = state_shardings(config, tx, mesh)
     # Parameter table and memory estimate; fails here, before any allocation,
     # when a dimension does not divide its mesh axes or the step cannot fit.
@@ -347,7 +368,6 @@ def _train_and_evaluate(cfg: Any, workdir: str, preempt: _Preemption) -> dict[st
         ckpt.save(step, state, iterator.get_state(), meta, metrics=metrics, force=force)
 
     # ---- loop
-    total = int(cfg.train.steps)
     progress = metrics_lib.Progress(total, start, bool(cfg.train.progress_bar))
     pending: list[dict[str, Any]] = []
     counts = np.zeros(2)
