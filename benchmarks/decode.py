@@ -76,6 +76,8 @@ def main() -> None:
     ap.add_argument("--tokenizer", type=Path, default=SHARED / "t5-vocab")
     ap.add_argument("--eval-batch", type=int, default=64, help="train.py's eval_batch_size")
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N examples")
+    ap.add_argument("--ablate", action="store_true",
+                    help="--eval: also time ours with one padded shape for every batch")
     args = ap.parse_args()
     if args.eval:
         eval_benchmark(args)
@@ -175,10 +177,10 @@ def eval_benchmark(args: argparse.Namespace) -> None:
     mesh = sharding.make_mesh(argparse.Namespace(data=-1, fsdp=1, tensor=1))
     eos, pad = tokenizer.eos_id, tokenizer.pad_id
 
-    def ours() -> dict[str, Any]:
+    def ours(by_length: bool = True) -> dict[str, Any]:
         outputs = eval_lib.decode_features(
             params, cfg, features, mesh=mesh, batch_size=args.eval_batch,
-            max_new_tokens=max_new, eos_id=eos, pad_id=pad,
+            max_new_tokens=max_new, eos_id=eos, pad_id=pad, by_length=by_length,
         )
         return {"outputs": outputs, "metrics": eval_lib.accuracy_report(
             outputs, examples, tokenizer)[0]}
@@ -201,10 +203,15 @@ def eval_benchmark(args: argparse.Namespace) -> None:
         return {"outputs": outputs, "metrics": eval_lib.accuracy_report(
             outputs, examples, tokenizer)[0]}
 
-    times: dict[str, list[float]] = {"ours": [], "hf": []}
+    systems = {"ours": ours, "hf": hf}
+    labels = {"ours": "tinyllm_jax evaluate (jitted)", "hf": "HF PyTorch generate"}
+    if args.ablate:
+        systems["ours_one_shape"] = lambda: ours(by_length=False)
+        labels["ours_one_shape"] = "  ablation: one padded shape"
+    times: dict[str, list[float]] = {name: [] for name in systems}
     results: dict[str, Any] = {}
     for _ in range(args.repeats + 1):  # pass 0 of ours compiles; interleaved passes
-        for name, fn in (("ours", ours), ("hf", hf)):
+        for name, fn in systems.items():
             t0 = time.perf_counter()
             results[name] = fn()
             times[name].append(time.perf_counter() - t0)
@@ -216,7 +223,7 @@ def eval_benchmark(args: argparse.Namespace) -> None:
           f"{jax.devices()[0].platform}, torch threads {torch.get_num_threads()}")
     print(f"{'system':<34}{'first pass s':>13}{'steady s':>10}{'examples/s':>12}")
     summary: dict[str, Any] = {}
-    for name, label in (("ours", "tinyllm_jax evaluate (jitted)"), ("hf", "HF PyTorch generate")):
+    for name, label in labels.items():
         steady = statistics.median(times[name][1:])
         print(f"{label:<34}{times[name][0]:>13.2f}{steady:>10.2f}{n / steady:>12.1f}")
         summary[name] = {"first_pass_s": times[name][0], "steady_s": steady,

@@ -32,7 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from experiments.grids import DATASETS, EFFICIENCY_METHODS, REAL_METHODS, SYNTHETIC_METHODS
+from experiments.grids import (
+    DATASETS,
+    EFFICIENCY_METHODS,
+    EQUAL_COMPUTE_STEPS,
+    REAL_METHODS,
+    SYNTHETIC_METHODS,
+)
 
 _SEED = re.compile(r"-s(\d+)$")
 
@@ -40,6 +46,8 @@ _SEED = re.compile(r"-s(\d+)$")
 # 100% fraction and alpha 1.0 points are the plain synthetic-<method> runs, so those
 # two patterns only match the off-default points.
 _METHOD = re.compile(rf"^synthetic-({'|'.join(SYNTHETIC_METHODS)})$")
+# The equal-compute control of the methods grid: answer-only for as many steps as (iv).
+CONTROL = f"answer-steps{EQUAL_COMPUTE_STEPS}"
 _FRACTION = re.compile(rf"^synthetic-({'|'.join(EFFICIENCY_METHODS)})-f(\d*\.?\d+)$")
 _ALPHA = re.compile(r"^synthetic-both-a(\d*\.?\d+)$")
 _REAL = re.compile(rf"^({'|'.join(DATASETS)})-({'|'.join(REAL_METHODS)})$")
@@ -118,6 +126,7 @@ def summarize(runs: Sequence[dict]) -> dict[str, Any]:
         **{k: stat(_percent(x.get(key)) for x in s) for k, key in _METRICS.items()},
         "chance": 100 * float(np.mean(chance)) if chance else None,
         "wall_s": float(np.mean(wall)) if wall else None,
+        "steps": float(np.mean([x["step"] for x in s])) if all("step" in x for x in s) else None,
     }
 
 
@@ -143,7 +152,7 @@ def collect(groups: dict[str, list[dict]]) -> dict[str, Any]:
     """Summaries of each grid, keyed as results.json stores them; a grid or row with
     no finished run is absent."""
     methods = {m: summarize(groups[f"synthetic-{m}"])
-               for m in SYNTHETIC_METHODS if f"synthetic-{m}" in groups}
+               for m in (*SYNTHETIC_METHODS, CONTROL) if f"synthetic-{m}" in groups}
 
     efficiency: dict[str, dict[str, Any]] = {}
     for m in EFFICIENCY_METHODS:
@@ -167,10 +176,11 @@ def collect(groups: dict[str, list[dict]]) -> dict[str, Any]:
             real[d] = row
 
     curves = {m: learning_curve(groups[f"synthetic-{m}"]) for m in methods}
+    methods_known = {f"synthetic-{CONTROL}"}
     curves = {m: c for m, c in curves.items() if c["step"]}
 
     known = {n for n in groups if _METHOD.match(n) or _FRACTION.match(n)
-             or _ALPHA.match(n) or _REAL.match(n)}
+             or _ALPHA.match(n) or _REAL.match(n) or n in methods_known}
     return {
         "synthetic_methods": methods,
         "synthetic_efficiency": efficiency,
@@ -215,8 +225,13 @@ def tables_markdown(results: dict[str, Any], groups: dict[str, list[dict]]) -> s
     out = ["# Experiment results", "",
            "Test accuracy in %, mean ± sample std (ddof=1) over seeds; n/a with one seed.", ""]
     if results["synthetic_methods"]:
-        out += ["## Synthetic: methods", "", "| method " + head, "|---" + rule]
-        out += [f"| {m} " + _cells(r) for m, r in results["synthetic_methods"].items()]
+        out += ["## Synthetic: methods", "",
+                "Every method trains for 3 epochs of the same examples; more tasks per "
+                f"example pack into more rows, hence more steps. {CONTROL} is answer-only "
+                "trained for as many steps as both (equal compute).", "",
+                "| method | steps " + head, "|---|---" + rule]
+        out += [f"| {m} | {_num(r['steps'], '.0f')} " + _cells(r)
+                for m, r in results["synthetic_methods"].items()]
         out.append("")
     if results["synthetic_efficiency"]:
         eff = results["synthetic_efficiency"]

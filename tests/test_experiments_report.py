@@ -17,7 +17,8 @@ PNGS = ("synthetic_methods.png", "synthetic_efficiency.png", "synthetic_alpha.pn
 
 
 def _run(root: Path, name: str, exact: float, ranked: float, *, wall: float = 100.0,
-         chance: float = 0.25, curve: list[tuple[int, float, float]] = ()) -> None:
+         chance: float = 0.25, curve: list[tuple[int, float, float]] = (),
+         steps: int = 300) -> None:
     d = root / name
     d.mkdir()
     (d / "run.json").write_text(json.dumps({"name": name, "config": "c.py", "arg": "",
@@ -25,7 +26,7 @@ def _run(root: Path, name: str, exact: float, ranked: float, *, wall: float = 10
     (d / "summary.json").write_text(json.dumps({
         "test_accuracy": exact, "test_accuracy_normalized": exact,
         "test_accuracy_ranked": ranked, "test_chance": chance, "test_examples": 500.0,
-        "train_s": wall - 5, "dataset": name.split("-")[0], "teachers": [], "step": 300,
+        "train_s": wall - 5, "dataset": name.split("-")[0], "teachers": [], "step": steps,
         "best_step": 300}))
     lines = [{"kind": "train", "step": 10, "loss": 3.0, "loss/answer": 3.0}]
     for step, acc, acc_ranked in curve:
@@ -49,6 +50,7 @@ def runs(tmp_path: Path) -> Path:
     _run(root, "synthetic-both-s0", 0.60, 0.70, wall=50, curve=[(100, 0.2, 0.4)])
     _run(root, "synthetic-both-s1", 0.80, 0.90, wall=70, curve=[(100, 0.4, 0.6)])
     _run(root, "synthetic-verbal-s0", 0.55, 0.65)
+    _run(root, "synthetic-answer-steps315-s0", 0.65, 0.75, steps=315)
     # data efficiency: answer at 25%, both at 12.5% only.
     _run(root, "synthetic-answer-f0.25-s0", 0.30, 0.40)
     _run(root, "synthetic-answer-f0.25-s1", 0.40, 0.60)
@@ -86,9 +88,10 @@ def test_report_tables_numbers(runs: Path, tmp_path: Path) -> None:
     md = (out / "tables.md").read_text()
 
     assert _section(md, "Synthetic: methods") == [
-        ["answer", "3", "60.0 ± 10.0", "80.0 ± 10.0", "25.0", "200"],
-        ["verbal", "1", "55.0 ± n/a", "65.0 ± n/a", "25.0", "100"],
-        ["both", "2", "70.0 ± 14.1", "80.0 ± 14.1", "25.0", "60"],
+        ["answer", "300", "3", "60.0 ± 10.0", "80.0 ± 10.0", "25.0", "200"],
+        ["verbal", "300", "1", "55.0 ± n/a", "65.0 ± n/a", "25.0", "100"],
+        ["both", "300", "2", "70.0 ± 14.1", "80.0 ± 14.1", "25.0", "60"],
+        ["answer-steps315", "315", "1", "65.0 ± n/a", "75.0 ± n/a", "25.0", "100"],
     ]
     assert _section(md, "Synthetic: data efficiency") == [
         ["12.5%", "—", "—", "—", "1", "20.0 ± n/a", "45.0 ± n/a"],
@@ -124,7 +127,7 @@ def test_report_results_json(runs: Path, tmp_path: Path) -> None:
     assert answer["exact"] == {"n": 3, "mean": pytest.approx(60.0), "std": pytest.approx(10.0)}
     assert answer["ranked"]["mean"] == pytest.approx(80.0)
     assert answer["wall_s"] == pytest.approx(200.0) and answer["chance"] == pytest.approx(25.0)
-    assert list(res["synthetic_methods"]) == ["answer", "verbal", "both"]
+    assert list(res["synthetic_methods"]) == ["answer", "verbal", "both", "answer-steps315"]
     assert res["synthetic_methods"]["verbal"]["exact"] == {"n": 1, "mean": pytest.approx(55.0),
                                                            "std": None}
     assert res["synthetic_methods"]["both"]["exact"]["std"] == pytest.approx(200 ** 0.5)
@@ -178,7 +181,7 @@ def test_report_partial_grid_no_metrics_no_ranked(tmp_path: Path) -> None:
     res = report.report(runs, out)
     md = (out / "tables.md").read_text()
     assert _section(md, "Synthetic: methods") == [
-        ["algebra", "1", "40.0 ± n/a", "—", "25.0", "100"]]
+        ["algebra", "300", "1", "40.0 ± n/a", "—", "25.0", "100"]]
     # Without synthetic-both there is no alpha 1.0 point.
     assert list(res["synthetic_alpha"]) == ["0.5"]
     assert res["synthetic_learning_curves"] == {}
@@ -191,7 +194,7 @@ def test_report_cli_and_empty_dir(runs: Path, tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "experiments.report", f"--runs={runs}",
                         f"--out={out}"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert "| answer | 3 | 60.0 ± 10.0 | 80.0 ± 10.0 | 25.0 | 200 |" in r.stdout
+    assert "| answer | 300 | 3 | 60.0 ± 10.0 | 80.0 ± 10.0 | 25.0 | 200 |" in r.stdout
     assert (out / "tables.md").exists() and (out / "results.json").exists()
     empty = tmp_path / "empty"
     empty.mkdir()

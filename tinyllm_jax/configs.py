@@ -151,6 +151,9 @@ def base_config(
     c.train.keep_best = True
     c.train.async_checkpoints = True
     c.train.eval_batch_size = 64
+    # Eval batches shortest pair first, each padded to its own bucketed length
+    # (a few compiled shapes) instead of every batch to the longest pair.
+    c.train.eval_by_length = True
     c.train.eval_max_new_tokens = 0  # 0 = longest gold answer + 8
     c.train.eval_splits = ("valid",)
     c.train.final_eval_split = "test"

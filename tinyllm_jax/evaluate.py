@@ -52,14 +52,19 @@ def is_correct(prediction: str, example: Example) -> tuple[bool, bool]:
 
 def decode_features(
     params: Any, config: T5Config, features: Sequence[Any], *, mesh: Any, batch_size: int,
-    max_new_tokens: int, eos_id: int, pad_id: int = 0,
+    max_new_tokens: int, eos_id: int, pad_id: int = 0, by_length: bool = True,
 ) -> dict[str, list[int]]:
-    """Greedy outputs for answer-task features, keyed by example id."""
-    from tinyllm_jax.data.pipeline import eval_batches
+    """Greedy outputs for answer-task features, keyed by example id.
+
+    `by_length` batches the pairs shortest first, each batch padded to its
+    own bucketed length (pipeline.eval_batches): far less encoder and
+    cross-attention work on padding, for one compiled program per bucket.
+    """
+    from tinyllm_jax.data.pipeline import eval_batches, eval_order
 
     outputs: dict[str, list[int]] = {}
-    order = [f.example_id for f in features]
-    batches = eval_batches(features, batch_size=batch_size)
+    order = [features[i].example_id for i in eval_order(features, by_length)]
+    batches = eval_batches(features, batch_size=batch_size, by_length=by_length)
     for b, eb in enumerate(batches):
         arrays = global_batch(
             {k: eb.batch[k] for k in ("encoder_input_tokens", "encoder_segment_ids")}, mesh
@@ -90,13 +95,13 @@ def _sequence_logprob(params: Any, batch: dict[str, Array], config: T5Config) ->
 
 def rank_choices(
     params: Any, config: T5Config, features: Sequence[Any], examples: Sequence[Example], *,
-    tokenizer: Any, mesh: Any, batch_size: int,
+    tokenizer: Any, mesh: Any, batch_size: int, by_length: bool = True,
 ) -> dict[str, int]:
     """Rank classification: the choice with the highest log-likelihood under
     the answer task, per example id. Standard for multiple choice, and it
     always names one of the options, unlike free generation."""
     from tinyllm_jax.data.features import TaskFeature
-    from tinyllm_jax.data.pipeline import eval_batches
+    from tinyllm_jax.data.pipeline import eval_batches, eval_order
 
     by_id = {ex.id: ex for ex in examples}
     pairs, owners = [], []
@@ -111,12 +116,13 @@ def rank_choices(
     scores = np.zeros(len(pairs), np.float64)
     keys = ("encoder_input_tokens", "encoder_segment_ids", "decoder_input_tokens",
             "decoder_target_tokens", "decoder_segment_ids", "decoder_loss_weights")
-    for b, eb in enumerate(eval_batches(pairs, batch_size=batch_size)):
+    order = eval_order(pairs, by_length)
+    for b, eb in enumerate(eval_batches(pairs, batch_size=batch_size, by_length=by_length)):
         arrays = global_batch({k: eb.batch[k] for k in keys}, mesh)
         out = _sequence_logprob(params, arrays, config)
         rows = np.asarray(multihost_utils.process_allgather(out, tiled=True))
-        n = min(batch_size, len(pairs) - b * batch_size)
-        scores[b * batch_size : b * batch_size + n] = rows[:n]
+        mine = order[b * batch_size : (b + 1) * batch_size]
+        scores[mine] = rows[: len(mine)]
     best: dict[str, tuple[float, int]] = {}
     for (ex_id, c), s in zip(owners, scores):
         if ex_id not in best or s > best[ex_id][0]:

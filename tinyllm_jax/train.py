@@ -151,13 +151,14 @@ def run_eval(
         params, config, bundle.eval_features[split], mesh=mesh,
         batch_size=int(cfg.train.eval_batch_size),
         max_new_tokens=_max_new_tokens(cfg, bundle, split), eos_id=bundle.tokenizer.eos_id,
-        pad_id=bundle.tokenizer.pad_id,
+        pad_id=bundle.tokenizer.pad_id, by_length=bool(cfg.train.get("eval_by_length", True)),
     )
     ranked = None
     if cfg.train.rank_choices:
         ranked = eval_lib.rank_choices(
             params, config, bundle.eval_features[split], bundle.eval_examples[split],
             tokenizer=bundle.tokenizer, mesh=mesh, batch_size=int(cfg.train.eval_batch_size),
+            by_length=bool(cfg.train.get("eval_by_length", True)),
         )
     return eval_lib.accuracy_report(
         outputs, bundle.eval_examples[split], bundle.tokenizer, ranked

@@ -333,33 +333,62 @@ class Attention(nn.Module):
             return _constrain(y, ("batch", "length", "heads", "kv"))
 
         q = project(x, wq)
-        if decode and self.cross:
-            # The encoder output does not change while decoding: project once.
-            ck = self.variable("cache", "cross_key", lambda: project(kv_input, wk))
-            cv = self.variable("cache", "cross_value", lambda: project(kv_input, wv))
-            k, v = ck.value, cv.value
-        elif decode:
-            b = x.shape[0]
-            ck = self.variable("cache", "cached_key", jnp.zeros, (b, max_decode_len, h, dk), dt)
-            cv = self.variable("cache", "cached_value", jnp.zeros, (b, max_decode_len, h, dk), dt)
-            k_new, v_new = project(kv_input, wk), project(kv_input, wv)
-            idx = (0, decode_index, 0, 0)
-            ck.value = jax.lax.dynamic_update_slice(ck.value, k_new.astype(dt), idx)
-            cv.value = jax.lax.dynamic_update_slice(cv.value, v_new.astype(dt), idx)
-            k, v = ck.value, cv.value
+        if decode:
+            ctx = self._cached_attention(q, kv_input, wk, wv, project, bias, mask,
+                                         decode_index, max_decode_len)
         else:
             k, v = project(kv_input, wk), project(kv_input, wv)
+            scores = jnp.einsum("bqhk,bshk->bhqs", q, k).astype(jnp.float32)
+            if bias is not None:
+                scores = add_shared_bias(scores, bias)
+            if mask is not None:
+                scores = jnp.where(mask, scores, _MASK_VALUE)
+            probs = jax.nn.softmax(scores, axis=-1)
+            probs = Dropout(cfg.dropout_rate)(probs, deterministic=not enable_dropout)
+            ctx = jnp.einsum("bhqs,bshk->bqhk", probs.astype(dt), v)
+        out = _dense(ctx, wo, 2, dt)
+        return _constrain(out, ("batch", "length", "embed"))
 
-        scores = jnp.einsum("bqhk,bshk->bhqs", q, k).astype(jnp.float32)
+    def _cached_attention(
+        self, q: Array, kv_input: Array, wk: Array, wv: Array, project: Callable[..., Array],
+        bias: Array | None, mask: Array | None, decode_index: Array | None,
+        max_decode_len: int | None,
+    ) -> Array:
+        """Attention of the new query against the KV cache; returns ctx [b, q, h, dk].
+
+        The caches are stored heads-major, [batch, heads, length, dk], so the
+        per-step score and context contractions run on them as they lie. In
+        the [batch, length, heads, dk] layout of the projections, XLA:CPU
+        transposed every cache of every layer at every step (the whole
+        encoder output twice per layer), which cost more than the matmuls.
+        """
+        dt = self.config.compute_dtype
+
+        def heads_major(y: Array) -> Array:
+            return _constrain(jnp.swapaxes(y, 1, 2), ("batch", "heads", "length", "kv"))
+
+        if self.cross:
+            # The encoder output does not change while decoding: project once.
+            ck = self.variable("cache", "cross_key", lambda: heads_major(project(kv_input, wk)))
+            cv = self.variable("cache", "cross_value", lambda: heads_major(project(kv_input, wv)))
+        else:
+            b, _, h, dk = q.shape
+            shape = (b, h, max_decode_len, dk)
+            ck = self.variable("cache", "cached_key", jnp.zeros, shape, dt)
+            cv = self.variable("cache", "cached_value", jnp.zeros, shape, dt)
+            idx = (0, 0, decode_index, 0)
+            ck.value = jax.lax.dynamic_update_slice(
+                ck.value, heads_major(project(kv_input, wk)).astype(dt), idx)
+            cv.value = jax.lax.dynamic_update_slice(
+                cv.value, heads_major(project(kv_input, wv)).astype(dt), idx)
+        scores = jnp.einsum("bhqk,bhsk->bhqs", heads_major(q), ck.value).astype(jnp.float32)
         if bias is not None:
-            scores = add_shared_bias(scores, bias)
+            scores = scores + bias
         if mask is not None:
             scores = jnp.where(mask, scores, _MASK_VALUE)
         probs = jax.nn.softmax(scores, axis=-1)
-        probs = Dropout(cfg.dropout_rate)(probs, deterministic=not enable_dropout)
-        ctx = jnp.einsum("bhqs,bshk->bqhk", probs.astype(dt), v)
-        out = _dense(ctx, wo, 2, dt)
-        return _constrain(out, ("batch", "length", "embed"))
+        ctx = jnp.einsum("bhqs,bhsk->bhqk", probs.astype(dt), cv.value)
+        return jnp.swapaxes(ctx, 1, 2)
 
 
 class MLP(nn.Module):
