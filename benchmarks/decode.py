@@ -10,15 +10,17 @@ Default mode: random token inputs, batch 32, 64 new tokens, median of
     python benchmarks/decode.py [--batch 32] [--new 64] [--input-len 128] [--json out.json]
 
 `--eval` mode: the full evaluation path on a TinyLLM split (obqa test, 500
-examples, by default): answer-task features, fixed-shape eval batches,
-greedy decoding, detokenising and scoring with `tinyllm_jax.evaluate`
-(`decode_features` + `accuracy_report`, what `train.py` runs), against HF
-`generate` on the same batches with each batch cut to its own longest input
-(HF's usual dynamic padding), then the same detokenising and scoring. The
-whole split is evaluated --repeats times per system, interleaved; the first
-pass of ours includes compiling.
+examples, by default): answer-task features, eval batches, greedy decoding,
+detokenising and scoring with `tinyllm_jax.evaluate` (`decode_features` +
+`accuracy_report`, what `train.py` runs: batches sorted by input length, each
+padded to its bucketed length), against HF `generate` as the reference code
+evaluates (Seq2SeqTrainer with predict_with_generate): the batches in dataset
+order, each cut to its own longest input, then the same detokenising and
+scoring. The whole split is evaluated --repeats times per system,
+interleaved; the first pass of ours includes compiling. `--ablate` adds ours
+with one padded shape for every batch (the length sorting switched off).
 
-    python benchmarks/decode.py --eval [--dataset obqa --split test --eval-batch 64]
+    python benchmarks/decode.py --eval [--dataset obqa --split test --eval-batch 64] [--ablate]
 """
 
 from __future__ import annotations

@@ -200,3 +200,35 @@ def test_report_cli_and_empty_dir(runs: Path, tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(SystemExit, match="no finished runs"):
         report.report(empty, tmp_path / "out2")
+
+
+def test_archive_copies_records_of_completed_runs_only(tmp_path: Path) -> None:
+    from experiments import archive
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    _run(runs, "synthetic-both-s0", 0.6, 0.7)
+    _run(runs, "synthetic-both-s1", 0.8, 0.9)
+    _run(runs, "synthetic-answer-s0", 0.5, 0.6)
+    for name, status in (("synthetic-both-s0", "completed"), ("synthetic-both-s1", "preempted"),
+                         ("synthetic-answer-s0", "completed")):
+        s = json.loads((runs / name / "summary.json").read_text())
+        s.update(status=status, workdir=str((runs / name).resolve()))
+        (runs / name / "summary.json").write_text(json.dumps(s))
+    (runs / "synthetic-answer-s0" / "checkpoints").mkdir()
+    (runs / "synthetic-verbal-s0").mkdir()  # still running: no run.json
+    (runs / "synthetic-verbal-s0" / "summary.json").write_text("{}")
+
+    to = tmp_path / "records"
+    assert archive.archive(runs, to) == ["synthetic-answer-s0", "synthetic-both-s0"]
+    assert sorted(p.name for p in (to / "synthetic-answer-s0").iterdir()) == [
+        "metrics.jsonl", "run.json", "summary.json"]
+    summary = json.loads((to / "synthetic-both-s0" / "summary.json").read_text())
+    assert summary["workdir"] == str(runs / "synthetic-both-s0")
+    # The report reads the archive exactly as it reads the run directories.
+    groups = report.load_runs(to)
+    assert report.collect(groups)["synthetic_methods"]["both"]["exact"].mean == pytest.approx(
+        60.0)
+    (runs / "synthetic-both-s0" / "run.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="synthetic-both-s0: unreadable run record"):
+        archive.archive(runs, to)
