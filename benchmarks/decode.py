@@ -21,6 +21,12 @@ interleaved; the first pass of ours includes compiling. `--ablate` adds ours
 with one padded shape for every batch (the length sorting switched off).
 
     python benchmarks/decode.py --eval [--dataset obqa --split test --eval-batch 64] [--ablate]
+
+`--phases` mode: on one [batch, W] input per W in --widths, the time of the
+encoder plus the first step and of one further decode step, ours vs HF
+(both forced to --new tokens), from runs of 2 and --new tokens.
+
+    python benchmarks/decode.py --phases [--batch 64 --widths 48,96 --new 28]
 """
 
 from __future__ import annotations
@@ -78,11 +84,17 @@ def main() -> None:
     ap.add_argument("--tokenizer", type=Path, default=SHARED / "t5-vocab")
     ap.add_argument("--eval-batch", type=int, default=64, help="train.py's eval_batch_size")
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N examples")
+    ap.add_argument("--phases", action="store_true",
+                    help="time the encoder and one decode step apart, ours vs HF")
+    ap.add_argument("--widths", default="48,96", help="--phases: input widths")
     ap.add_argument("--ablate", action="store_true",
                     help="--eval: also time ours with one padded shape for every batch")
     args = ap.parse_args()
     if args.eval:
         eval_benchmark(args)
+        return
+    if args.phases:
+        phase_benchmark(args)
         return
 
     import torch
@@ -151,6 +163,46 @@ def _hf_model_and_params(layers: int) -> tuple[Any, Any, Any]:
         model.save_pretrained(d)
         cfg, params = load_hf_checkpoint(d)
     return model, cfg, jax.tree.map(jnp.asarray, params)
+
+
+def phase_benchmark(args: argparse.Namespace) -> None:
+    """Encoder (+ first step) time and per-step time, from runs of 2 and --new tokens."""
+    import torch
+
+    from tinyllm_jax.decode import greedy_decode
+
+    model, cfg, params = _hf_model_and_params(args.layers)
+    cfg = cfg.replace(dropout_rate=0.0)
+    rng = np.random.default_rng(0)
+    result: dict[str, Any] = {}
+    print(f"phase benchmark: batch {args.batch}, {args.new} tokens, FLAN-T5-small shape, "
+          f"torch threads {torch.get_num_threads()}")
+    for width in (int(w) for w in args.widths.split(",")):
+        ids = rng.integers(2, 32000, size=(args.batch, width)).astype(np.int32)
+        j_ids, j_seg = jnp.asarray(ids), jnp.ones((args.batch, width), jnp.int32)
+        t_ids = torch.from_numpy(ids.astype(np.int64))
+        t_mask = torch.ones((args.batch, width), dtype=torch.int64)
+
+        def ours(n: int, j_ids=j_ids, j_seg=j_seg) -> None:
+            jax.block_until_ready(greedy_decode(params, j_ids, j_seg, config=cfg, max_new_tokens=n))
+
+        def hf(n: int, t_ids=t_ids, t_mask=t_mask) -> None:
+            with torch.no_grad():
+                model.generate(input_ids=t_ids, attention_mask=t_mask, do_sample=False,
+                               num_beams=1, max_new_tokens=n, min_new_tokens=n)
+
+        for name, fn in (("ours", ours), ("hf", hf)):
+            fn(2), fn(args.new)  # compile / warm up both lengths
+            best = {n: min(_time(lambda n=n, fn=fn: fn(n), args.repeats)[1]) for n in (2, args.new)}
+            step = (best[args.new] - best[2]) / (args.new - 2)
+            result[f"{name}_w{width}"] = {"encoder_s": best[2] - 2 * step, "step_s": step}
+            print(f"W={width:<4} {name:<5} encoder + first step {best[2] - 2 * step:7.3f} s   "
+                  f"one decode step {1000 * step:7.1f} ms")
+        o, h = result[f"ours_w{width}"], result[f"hf_w{width}"]
+        print(f"W={width:<4} HF / ours: encoder {h['encoder_s'] / o['encoder_s']:.2f}x, "
+              f"decode step {h['step_s'] / o['step_s']:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
 
 
 def eval_benchmark(args: argparse.Namespace) -> None:

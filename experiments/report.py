@@ -15,7 +15,9 @@ section per grid of experiments/grids.py. Writes into --out:
     real_methods.png               accuracy by method, per real dataset
 
 A grid that is only partly run reports what exists: missing rows are left out
-and a plot without data is not drawn.
+and a plot without data is not drawn. `--doc docs/results.md` also rewrites the
+part of that page between the `<!-- tables:begin -->` and `<!-- tables:end -->`
+lines with the tables, so the page's tables always come from this script.
 """
 
 from __future__ import annotations
@@ -433,12 +435,32 @@ def report(runs: Path, out: Path) -> dict[str, Any]:
     return data
 
 
+BEGIN, END = "<!-- tables:begin -->", "<!-- tables:end -->"
+
+
+def fill_doc(doc: Path, tables: str) -> None:
+    """Replace the lines between BEGIN and END in `doc` with `tables` (its sections
+    one heading level down, the title dropped)."""
+    text = doc.read_text()
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise SystemExit(f"{doc}: needs one {BEGIN!r} line followed by one {END!r} line")
+    body = [("#" + ln if ln.startswith("## ") else ln)
+            for ln in tables.splitlines() if not ln.startswith("# ")]
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    doc.write_text(head + BEGIN + "\n" + "\n".join(body).strip() + "\n" + END + tail)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, default=Path("runs/experiments"))
     ap.add_argument("--out", type=Path, default=Path("docs/results"))
+    ap.add_argument("--doc", type=Path, help="page whose tables block to rewrite")
     args = ap.parse_args(argv)
     report(args.runs, args.out)
+    if args.doc:
+        fill_doc(args.doc, (args.out / "tables.md").read_text())
+        print(f"rewrote the tables of {args.doc}")
 
 
 if __name__ == "__main__":

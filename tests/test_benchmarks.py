@@ -73,10 +73,26 @@ def test_eval_benchmark_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     out_file = tmp_path / "eval.json"
     monkeypatch.setattr(sys, "argv", [
         "decode.py", "--eval", "--limit", "8", "--layers", "1", "--repeats", "1",
-        "--eval-batch", "8", "--json", str(out_file),
+        "--eval-batch", "8", "--ablate", "--json", str(out_file),
     ])
     decode.main()
     out = json.loads(out_file.read_text())
     assert out["examples"] == 8
+    assert out["ours_one_shape"]["metrics"] == out["ours"]["metrics"]
     # Same weights, greedy: our decode and HF generate agree token for token.
     assert out["identical_predictions"] == 8
+
+
+def test_phase_benchmark_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import decode
+
+    out_file = tmp_path / "phases.json"
+    monkeypatch.setattr(sys, "argv", [
+        "decode.py", "--phases", "--widths", "8,16", "--new", "4", "--layers", "1",
+        "--batch", "2", "--repeats", "1", "--json", str(out_file),
+    ])
+    decode.main()
+    out = json.loads(out_file.read_text())
+    assert sorted(out) == ["hf_w16", "hf_w8", "ours_w16", "ours_w8"]
+    # Too small to time reliably; the numbers only need to exist.
+    assert all(set(v) == {"encoder_s", "step_s"} for v in out.values())

@@ -232,3 +232,16 @@ def test_archive_copies_records_of_completed_runs_only(tmp_path: Path) -> None:
     (runs / "synthetic-both-s0" / "run.json").write_text("{not json")
     with pytest.raises(SystemExit, match="synthetic-both-s0: unreadable run record"):
         archive.archive(runs, to)
+
+
+def test_fill_doc_rewrites_only_the_tables_block(tmp_path: Path) -> None:
+    doc = tmp_path / "results.md"
+    doc.write_text("# Results\n\nintro\n\n<!-- tables:begin -->\nold\n<!-- tables:end -->\n\nend\n")
+    report.fill_doc(doc, "# Experiment results\n\nnote\n\n## Synthetic: methods\n\n| a |\n")
+    assert doc.read_text() == (
+        "# Results\n\nintro\n\n<!-- tables:begin -->\nnote\n\n### Synthetic: methods\n\n| a |\n"
+        "<!-- tables:end -->\n\nend\n")
+    doc.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="needs one"):
+        report.fill_doc(doc, "x")
+    assert doc.read_text() == "no markers\n"
