@@ -320,14 +320,14 @@ def plot_methods(results: dict[str, Any], out: Path) -> Path | None:
     rows = results["synthetic_methods"]
     if not rows:
         return None
-    fig, ax = _pyplot().subplots(figsize=(7, 4))
+    fig, ax = _pyplot().subplots(figsize=(8, 4))
     x = np.arange(len(rows))
     for k, metric in enumerate(_METRICS):
         stats = [r[metric] for r in rows.values()]
         ax.bar(x + (k - 0.5) * 0.35, [_height(s) for s in stats],
                0.35, yerr=[_err(s) for s in stats], capsize=3, label=_LABELS[metric])
     _chance_line(ax, rows.values())
-    ax.set_xticks(x, list(rows))
+    ax.set_xticks(x, list(rows), rotation=15)
     ax.set(ylabel="test accuracy (%)", title="synthetic: accuracy by method (mean ± std over seeds)")
     ax.legend()
     return _save(fig, out / "synthetic_methods.png")
