@@ -23,10 +23,12 @@ matmul peak; it is the same numerator for every system.
 
     python benchmarks/train_step.py                       # obqa + both teachers
     python benchmarks/train_step.py --warmup 3 --steps 5 --json train_step.json
-    python benchmarks/train_step.py --systems a --ablations all --steps 2
+    python benchmarks/train_step.py --systems a --ablations fixed-rows,unpacked,per-task --steps 2
 
 `--ablations` adds variants of (a) that switch one optimisation off; see
-docs/performance.md for what each measures.
+docs/performance.md for what each measures. Every variant keeps its own train
+state and batches, so `--ablations all` needs more than 24 GiB at the default
+sizes; docs/performance.md runs them in three groups.
 """
 
 from __future__ import annotations
