@@ -334,33 +334,34 @@ class Attention(nn.Module):
 
         q = project(x, wq)
         if decode:
-            ctx = self._cached_attention(q, kv_input, wk, wv, project, bias, mask,
-                                         decode_index, max_decode_len)
+            # Heads-major operands: [batch, heads, length, dk] (see _cached_kv).
+            q, k, v = self._cached_kv(q, kv_input, wk, wv, project, decode_index, max_decode_len)
+            score_spec, ctx_spec = "bhqk,bhsk->bhqs", "bhqs,bhsk->bqhk"
         else:
             k, v = project(kv_input, wk), project(kv_input, wv)
-            scores = jnp.einsum("bqhk,bshk->bhqs", q, k).astype(jnp.float32)
-            if bias is not None:
-                scores = add_shared_bias(scores, bias)
-            if mask is not None:
-                scores = jnp.where(mask, scores, _MASK_VALUE)
-            probs = jax.nn.softmax(scores, axis=-1)
-            probs = Dropout(cfg.dropout_rate)(probs, deterministic=not enable_dropout)
-            ctx = jnp.einsum("bhqs,bshk->bqhk", probs.astype(dt), v)
+            score_spec, ctx_spec = "bqhk,bshk->bhqs", "bhqs,bshk->bqhk"
+        scores = jnp.einsum(score_spec, q, k).astype(jnp.float32)
+        if bias is not None:
+            scores = add_shared_bias(scores, bias)
+        if mask is not None:
+            scores = jnp.where(mask, scores, _MASK_VALUE)
+        probs = jax.nn.softmax(scores, axis=-1)
+        probs = Dropout(cfg.dropout_rate)(probs, deterministic=not enable_dropout)
+        ctx = jnp.einsum(ctx_spec, probs.astype(dt), v)
         out = _dense(ctx, wo, 2, dt)
         return _constrain(out, ("batch", "length", "embed"))
 
-    def _cached_attention(
+    def _cached_kv(
         self, q: Array, kv_input: Array, wk: Array, wv: Array, project: Callable[..., Array],
-        bias: Array | None, mask: Array | None, decode_index: Array | None,
-        max_decode_len: int | None,
-    ) -> Array:
-        """Attention of the new query against the KV cache; returns ctx [b, q, h, dk].
+        decode_index: Array | None, max_decode_len: int | None,
+    ) -> tuple[Array, Array, Array]:
+        """The new query and the updated KV cache, all [batch, heads, length, dk].
 
-        The caches are stored heads-major, [batch, heads, length, dk], so the
-        per-step score and context contractions run on them as they lie. In
-        the [batch, length, heads, dk] layout of the projections, XLA:CPU
-        transposed every cache of every layer at every step (the whole
-        encoder output twice per layer), which cost more than the matmuls.
+        The caches are stored heads-major so the per-step score and context
+        contractions run on them as they lie. In the [batch, length, heads,
+        dk] layout of the projections, XLA:CPU transposed every cache of
+        every layer at every step (the whole encoder output twice per layer),
+        which cost more than the matmuls.
         """
         dt = self.config.compute_dtype
 
@@ -381,14 +382,7 @@ class Attention(nn.Module):
                 ck.value, heads_major(project(kv_input, wk)).astype(dt), idx)
             cv.value = jax.lax.dynamic_update_slice(
                 cv.value, heads_major(project(kv_input, wv)).astype(dt), idx)
-        scores = jnp.einsum("bhqk,bhsk->bhqs", heads_major(q), ck.value).astype(jnp.float32)
-        if bias is not None:
-            scores = scores + bias
-        if mask is not None:
-            scores = jnp.where(mask, scores, _MASK_VALUE)
-        probs = jax.nn.softmax(scores, axis=-1)
-        ctx = jnp.einsum("bhqs,bhsk->bhqk", probs.astype(dt), cv.value)
-        return jnp.swapaxes(ctx, 1, 2)
+        return heads_major(q), ck.value, cv.value
 
 
 class MLP(nn.Module):
