@@ -47,9 +47,9 @@ _SEED = re.compile(r"-s(\d+)$")
 # Group names (run names less "-s<seed>") of each grid in experiments/grids.py. The
 # 100% fraction and alpha 1.0 points are the plain synthetic-<method> runs, so those
 # two patterns only match the off-default points.
-_METHOD = re.compile(rf"^synthetic-({'|'.join(SYNTHETIC_METHODS)})$")
 # The equal-compute control of the methods grid: answer-only for as many steps as (iv).
 CONTROL = f"answer-steps{EQUAL_COMPUTE_STEPS}"
+_METHOD = re.compile(rf"^synthetic-({'|'.join((*SYNTHETIC_METHODS, CONTROL))})$")
 _FRACTION = re.compile(rf"^synthetic-({'|'.join(EFFICIENCY_METHODS)})-f(\d*\.?\d+)$")
 _ALPHA = re.compile(r"^synthetic-both-a(\d*\.?\d+)$")
 _REAL = re.compile(rf"^({'|'.join(DATASETS)})-({'|'.join(REAL_METHODS)})$")
@@ -178,11 +178,10 @@ def collect(groups: dict[str, list[dict]]) -> dict[str, Any]:
             real[d] = row
 
     curves = {m: learning_curve(groups[f"synthetic-{m}"]) for m in methods}
-    methods_known = {f"synthetic-{CONTROL}"}
     curves = {m: c for m, c in curves.items() if c["step"]}
 
     known = {n for n in groups if _METHOD.match(n) or _FRACTION.match(n)
-             or _ALPHA.match(n) or _REAL.match(n) or n in methods_known}
+             or _ALPHA.match(n) or _REAL.match(n)}
     return {
         "synthetic_methods": methods,
         "synthetic_efficiency": efficiency,
