@@ -26,7 +26,7 @@ with one padded shape for every batch (the length sorting switched off).
 encoder plus the first step and of one further decode step, ours vs HF
 (both forced to --new tokens), from runs of 2 and --new tokens.
 
-    python benchmarks/decode.py --phases [--batch 64 --widths 48,96 --new 28]
+    python benchmarks/decode.py --phases --batch 64 --new 28 [--widths 48,96]
 """
 
 from __future__ import annotations
