@@ -104,3 +104,26 @@ def test_epochs_set_the_step_count_from_the_packed_rows():
     cfg.train.epochs = -1.0
     with pytest.raises(ValueError, match="epochs must be >= 0"):
         train_steps(cfg.train, it)
+
+
+@pytest.mark.skipif(not (REPO.parent / "shared" / "data" / "tinyllm" / "arc").is_dir(),
+                    reason="needs ../shared/data/tinyllm (the real TinyLLM datasets)")
+def test_real_experiment_config_trains_the_same_epochs_for_every_method():
+    from tinyllm_jax.configs import load_config_file
+    from tinyllm_jax.data import pipeline
+    from tinyllm_jax.train import load_data, train_steps
+
+    path = REPO / "configs" / "experiments" / "real.py"
+    assert load_config_file(path, "dataset=piqa,method=flan").data.train_fraction == 0.25
+    assert load_config_file(path, "dataset=piqa,method=flan,fraction=1").data.train_fraction == 1.0
+    steps = {}
+    for method in ("answer", "both"):
+        cfg = load_config_file(path, f"dataset=arc,method={method},seed=1")
+        cfg.data.data_dir = str(REPO.parent / "shared" / "data" / "tinyllm")
+        bundle = load_data(cfg, ())
+        it = pipeline.make_iterator(cfg.data, bundle.train_features, batch_size=cfg.train.batch_size)
+        steps[method] = train_steps(cfg.train, it)
+        assert steps[method] == 2 * it.batches_in_epoch(0)
+        assert max(pipeline.feature_lengths(bundle.train_features)[1]) <= cfg.data.max_target_len
+    # Three tasks per question: more rows, so more steps, for the same two epochs.
+    assert steps["both"] > 2 * steps["answer"]
