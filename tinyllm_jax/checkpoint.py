@@ -63,6 +63,32 @@ def _drop_closed_loop_reports(unraisable: Any, _previous: Any = sys.unraisableho
 sys.unraisablehook = _drop_closed_loop_reports
 
 
+def _is_orbax_read_echo(exc: BaseException | None) -> bool:
+    """An Orbax array-read failure (raised from Orbax's own frames)."""
+    if exc is None or not str(exc).startswith("Encountered error while reading array index"):
+        return False
+    tb = exc.__traceback__
+    while tb is not None:
+        if "orbax" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+class _DropFailedRestoreEchoes(logging.Filter):
+    """The same echoes as above reach asyncio's logger too: a gather of
+    several reads that failed together raises the first and, when it is
+    garbage-collected, logs "exception was never retrieved" with the full
+    traceback of another. Only those records are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not _is_orbax_read_echo(exc)
+
+
+logging.getLogger("asyncio").addFilter(_DropFailedRestoreEchoes())
+
+
 class CheckpointMismatchError(ValueError):
     """The workdir's checkpoint was made by a different configuration."""
 

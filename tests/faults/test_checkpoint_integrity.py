@@ -243,3 +243,40 @@ def test_unraisable_filter_drops_only_the_failed_restore_echoes() -> None:
     finally:
         orbax.close()
         ours.close()
+
+
+def test_asyncio_log_filter_drops_only_orbax_read_errors() -> None:
+    """A failed gather of reads logs "exception was never retrieved" on the
+    asyncio logger; those records go, every other asyncio record stays."""
+    def raised_in(filename: str, exc: Exception) -> Exception:
+        scope: dict = {"exc": exc}
+        exec(compile("def read():\n    raise exc\n", filename, "exec"), scope)
+        try:
+            scope["read"]()
+        except Exception as e:
+            return e
+        raise AssertionError("read() did not raise")
+
+    message = "Encountered error while reading array index: (slice(0, 4, 1),)."
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    asyncio_log = logging.getLogger("asyncio")
+    handler = Keep()
+    asyncio_log.addHandler(handler)
+    try:
+        for exc in (raised_in("/x/orbax/checkpoint/serialization.py", Exception(message)),
+                    raised_in("/x/mine.py", Exception(message)),
+                    raised_in("/x/orbax/checkpoint/serialization.py", ValueError("other"))):
+            asyncio_log.error("_GatheringFuture exception was never retrieved",
+                              exc_info=(type(exc), exc, exc.__traceback__))
+        asyncio_log.error("a plain asyncio error")
+    finally:
+        asyncio_log.removeHandler(handler)
+    kept = [(r.getMessage(), r.exc_info and str(r.exc_info[1])) for r in records]
+    assert kept == [("_GatheringFuture exception was never retrieved", message),
+                    ("_GatheringFuture exception was never retrieved", "other"),
+                    ("a plain asyncio error", None)]
