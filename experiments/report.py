@@ -55,7 +55,7 @@ _ALPHA = re.compile(r"^synthetic-both-a(\d*\.?\d+)$")
 _REAL = re.compile(rf"^({'|'.join(DATASETS)})-({'|'.join(REAL_METHODS)})$")
 
 # Published test accuracy (%) of the paper's 80M (FLAN-T5-small) students, the size
-# closest to our from-scratch "mini" student. Source: TinyLLM paper (arXiv
+# closest to our from-scratch students. Source: TinyLLM paper (arXiv
 # 2402.04616), Table as quoted in the dataset README (../shared/README.md). That
 # table has two rows per size: "full fine-tuning" (labels only, our "answer") and
 # "TinyLLM" (FLAN-T5 + LLaMA-2 teachers, our "both"); it quotes no single-teacher
