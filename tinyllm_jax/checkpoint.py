@@ -41,6 +41,10 @@ ITEMS = ("state", "data", "meta")
 DAMAGED_DIR = "checkpoints_damaged"
 
 
+# How Orbax words a failed array read (its message, not an exception type).
+_ORBAX_READ_ERROR = "Encountered error while reading array index"
+
+
 def _drop_closed_loop_reports(unraisable: Any, _previous: Any = sys.unraisablehook) -> None:
     # When a restore fails on a damaged array (the integrity check expects
     # that), TensorStore reads still in flight complete after Orbax has
@@ -55,7 +59,7 @@ def _drop_closed_loop_reports(unraisable: Any, _previous: Any = sys.unraisableho
         return
     code = getattr(getattr(unraisable, "object", None), "cr_code", None)
     if (code is not None and "orbax" in code.co_filename
-            and str(exc).startswith("Encountered error while reading array index")):
+            and str(exc).startswith(_ORBAX_READ_ERROR)):
         return
     _previous(unraisable)
 
@@ -65,7 +69,7 @@ sys.unraisablehook = _drop_closed_loop_reports
 
 def _is_orbax_read_echo(exc: BaseException | None) -> bool:
     """An Orbax array-read failure (raised from Orbax's own frames)."""
-    if exc is None or not str(exc).startswith("Encountered error while reading array index"):
+    if exc is None or not str(exc).startswith(_ORBAX_READ_ERROR):
         return False
     tb = exc.__traceback__
     while tb is not None:
