@@ -32,6 +32,7 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from tinyllm_jax.atomic import write_json_atomic
 from tinyllm_jax.models.t5 import T5Config
 
 log = logging.getLogger(__name__)
@@ -304,9 +305,7 @@ class Checkpointer:
         path = self.directory / BEST_FILE
         best = json.loads(path.read_text()) if path.exists() else None
         if best is None or accuracy > best["val_accuracy"] or best["step"] not in self.all_steps():
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"step": step, "val_accuracy": accuracy}))
-            os.replace(tmp, path)
+            write_json_atomic(path, {"step": step, "val_accuracy": accuracy}, indent=None)
 
     def restore_meta(self, step: int) -> dict[str, Any]:
         out = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))

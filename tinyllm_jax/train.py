@@ -25,6 +25,7 @@ from tinyllm_jax import evaluate as eval_lib
 from tinyllm_jax import memory as memory_lib
 from tinyllm_jax import metrics as metrics_lib
 from tinyllm_jax import sharding as shard_lib
+from tinyllm_jax.atomic import write_json_atomic, write_jsonl_atomic
 from tinyllm_jax.configs import to_t5_config
 from tinyllm_jax.data import pipeline
 from tinyllm_jax.data.features import ANSWER_TASK, task_names, teacher_prefixes_for
@@ -176,11 +177,7 @@ def _accuracy_text(m: dict[str, float]) -> str:
 def write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
     if jax.process_index() != 0:
         return
-    tmp = path.with_suffix(".jsonl.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(metrics_lib.json.dumps(r, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_jsonl_atomic(path, rows)
 
 
 # --- preemption ---------------------------------------------------------------------
@@ -464,7 +461,7 @@ def _train_and_evaluate(cfg: Any, workdir: str, preempt: _Preemption) -> dict[st
     ckpt.close()
     writer.close()
     if is_main:
-        metrics_lib.write_json_atomic(workdir_path / "summary.json", summary)
+        write_json_atomic(workdir_path / "summary.json", summary)
         if cfg.train.plot:
             metrics_lib.plot_run(workdir_path)
     return summary
@@ -515,5 +512,5 @@ def evaluate_workdir(
     if jax.process_index() == 0:
         print(f"{split}: {_accuracy_text(m)} on {int(m['examples'])} examples at checkpoint "
               f"step {step}", flush=True)
-        metrics_lib.write_json_atomic(workdir_path / f"eval_{split}.json", result)
+        write_json_atomic(workdir_path / f"eval_{split}.json", result)
     return result

@@ -32,8 +32,9 @@ def store_batch(round_: int) -> list[dict]:
 
 
 def main(directory: Path) -> None:
+    from tinyllm_jax.atomic import write_json_atomic
     from tinyllm_jax.data.store import append_records, read_store
-    from tinyllm_jax.metrics import MetricWriter, read_jsonl, write_json_atomic
+    from tinyllm_jax.metrics import MetricWriter, read_jsonl
     from tinyllm_jax.train import write_predictions
 
     directory.mkdir(parents=True, exist_ok=True)

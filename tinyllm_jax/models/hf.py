@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from flax import linen as nn
 
+from tinyllm_jax.atomic import write_bytes_atomic, write_json_atomic
 from tinyllm_jax.models.t5 import T5Config
 
 log = logging.getLogger(__name__)
@@ -348,17 +349,13 @@ def save_hf_checkpoint(
     directory: str | os.PathLike, cfg: T5Config, params: Params, tokenizer: Any = None
 ) -> Path:
     """Write config.json + model.safetensors (+ tokenizer files) for transformers."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = hf_state_dict(cfg, params)
-    tmp = directory / "model.safetensors.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, directory / "model.safetensors")
-    cfg_tmp = directory / "config.json.tmp"
-    cfg_tmp.write_text(json.dumps(config_to_hf(cfg), indent=2, sort_keys=True))
-    os.replace(cfg_tmp, directory / "config.json")
+    write_bytes_atomic(directory / "model.safetensors", save(state, metadata={"format": "pt"}))
+    write_json_atomic(directory / "config.json", config_to_hf(cfg))
     if tokenizer is not None and hasattr(tokenizer, "save"):
         tokenizer.save(directory)
     return directory

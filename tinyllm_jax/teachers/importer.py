@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tinyllm_jax.atomic import fsync_dir, temporary_name
 from tinyllm_jax.data.errors import DataError
 from tinyllm_jax.data.report import DataReport
 from tinyllm_jax.data.store import append_records, store_path
@@ -53,21 +54,15 @@ class ImportResult:
         return f"{self.path}: {self.rows} rows, {self.rationales} with a rationale"
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomic(path: Path, records: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.importing")
+    tmp = temporary_name(path)
     if tmp.exists():
         tmp.unlink()  # left by an import that was killed
+    # The store's own appender validates and encodes the records; the rename
+    # makes the whole file appear at once.
     append_records(tmp, records)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def import_split(
