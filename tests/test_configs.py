@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tinyllm_jax.configs import parse_arg, split_teachers, to_t5_config
+from tinyllm_jax.configs import parse_arg, split_teachers
+from tinyllm_jax.spec import ConfigError, parse
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted([*(REPO / "configs").glob("*.py"), *(REPO / "configs" / "experiments").glob("*.py")])
@@ -27,7 +28,7 @@ def test_config_builds_and_documents_its_command(path):
     module = _load(path)
     assert "python -m tinyllm_jax.main --config=configs/" in (module.__doc__ or "")
     cfg = module.get_config(None)
-    to_t5_config(cfg.model)  # a valid model shape
+    parse(cfg, reads_data=False)  # every field valid (data files are not read here)
     assert cfg.data.name and (cfg.train.steps > 0 or cfg.train.epochs > 0)
 
 
@@ -90,20 +91,22 @@ def test_experiment_grids_and_report_table(tmp_path):
 def test_epochs_set_the_step_count_from_the_packed_rows():
     from tinyllm_jax.configs import load_config_file
     from tinyllm_jax.data import pipeline
-    from tinyllm_jax.train import load_data, train_steps
+    from tinyllm_jax.data.bundle import load_data
+    from tinyllm_jax.train import train_steps
 
     cfg = load_config_file(Path("configs/experiments/synthetic.py"), "method=both,seed=0")
-    bundle = load_data(cfg, ())
-    it = pipeline.make_iterator(cfg.data, bundle.train_features, batch_size=cfg.train.batch_size)
+    spec = parse(cfg)
+    bundle = load_data(spec.data, (), model_vocab=spec.model.vocab_size)
+    it = pipeline.make_iterator(spec.data, bundle.train_features, batch_size=spec.train.batch_size)
     per_epoch = it.batches_in_epoch(0)
-    assert per_epoch > 1 and train_steps(cfg.train, it) == 3 * per_epoch
+    assert per_epoch > 1 and train_steps(spec.train, it) == 3 * per_epoch
     cfg.train.epochs = 0.5
-    assert train_steps(cfg.train, it) == -(-per_epoch // 2)
+    assert train_steps(parse(cfg).train, it) == -(-per_epoch // 2)
     cfg.train.epochs, cfg.train.steps = 0.0, 7
-    assert train_steps(cfg.train, it) == 7
+    assert train_steps(parse(cfg).train, it) == 7
     cfg.train.epochs = -1.0
-    with pytest.raises(ValueError, match="epochs must be >= 0"):
-        train_steps(cfg.train, it)
+    with pytest.raises(ConfigError, match=r"config.train.epochs = -1.0: must be a finite number >= 0"):
+        parse(cfg)
 
 
 @pytest.mark.skipif(not (REPO.parent / "shared" / "data" / "tinyllm" / "arc").is_dir(),
@@ -111,7 +114,8 @@ def test_epochs_set_the_step_count_from_the_packed_rows():
 def test_real_experiment_config_trains_the_same_epochs_for_every_method():
     from tinyllm_jax.configs import load_config_file
     from tinyllm_jax.data import pipeline
-    from tinyllm_jax.train import load_data, train_steps
+    from tinyllm_jax.data.bundle import load_data
+    from tinyllm_jax.train import train_steps
 
     path = REPO / "configs" / "experiments" / "real.py"
     assert load_config_file(path, "dataset=piqa,method=flan").data.train_fraction == 0.25
@@ -120,9 +124,11 @@ def test_real_experiment_config_trains_the_same_epochs_for_every_method():
     for method in ("answer", "both"):
         cfg = load_config_file(path, f"dataset=arc,method={method},seed=1")
         cfg.data.data_dir = str(REPO.parent / "shared" / "data" / "tinyllm")
-        bundle = load_data(cfg, ())
-        it = pipeline.make_iterator(cfg.data, bundle.train_features, batch_size=cfg.train.batch_size)
-        steps[method] = train_steps(cfg.train, it)
+        spec = parse(cfg)
+        bundle = load_data(spec.data, (), model_vocab=spec.model.vocab_size)
+        it = pipeline.make_iterator(spec.data, bundle.train_features,
+                                    batch_size=spec.train.batch_size)
+        steps[method] = train_steps(spec.train, it)
         assert steps[method] == 2 * it.batches_in_epoch(0)
         assert max(pipeline.feature_lengths(bundle.train_features)[1]) <= cfg.data.max_target_len
     # Three tasks per question: more rows, so more steps, for the same two epochs.

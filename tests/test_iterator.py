@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from tinyllm_jax.data.features import build_task_features, feature_lengths
 from tinyllm_jax.data.iterator import BatchIterator
 from tinyllm_jax.data.packing import BATCH_KEYS
 from tinyllm_jax.data.synthetic import SyntheticConfig, generate_split
+from tinyllm_jax.spec import ConfigError, data_spec
 from tinyllm_jax.tokenizers import ByteTokenizer
 
 TEACHERS = ("algebra", "verbal")
@@ -120,11 +123,12 @@ def test_pipeline_from_config_dict():
         "max_input_len": 512,
         "max_target_len": 256,
         "packing": True,
-        "packed_input_len": "auto",
-        "packed_target_len": "auto",
+        "packed_input_len": 0,
+        "packed_target_len": 0,
         "seed": 0,
         "synthetic": {"train_size": 40, "valid_size": 10, "test_size": 10},
     }
+    data_cfg = data_spec(data_cfg)
     examples, _ = pipeline.load_examples(data_cfg, "train")
     tok = pipeline.tokenizer_for(data_cfg)
     features, report = pipeline.build_features(data_cfg, examples, tok)
@@ -134,10 +138,10 @@ def test_pipeline_from_config_dict():
     in_lens, t_lens = feature_lengths(features)
     assert li >= in_lens.max() and lt >= t_lens.max() and li % 64 == 0 and lt % 64 == 0
     assert next(it)["encoder_input_tokens"].shape == (2, li)
-    with pytest.raises(ValueError, match="below max_input_len"):
-        pipeline.row_lengths({**data_cfg, "packed_input_len": 128}, features)
-    with pytest.raises(ValueError, match="data_dir is not set"):
-        pipeline.load_examples({"name": "obqa", "teachers": ("flan",)}, "train")
+    with pytest.raises(ConfigError, match=r"packed_input_len = 128: must be 0 .* >= max_input_len"):
+        data_spec({**dataclasses.asdict(data_cfg), "packed_input_len": 128})
+    with pytest.raises(ConfigError, match=r"config\.data\.data_dir = ''"):
+        data_spec({"name": "obqa", "teachers": ("flan",)})
 
 
 def test_eval_batches_answer_only_with_ids_and_host_shares():
@@ -146,6 +150,7 @@ def test_eval_batches_answer_only_with_ids_and_host_shares():
         "teachers": TEACHERS,
         "synthetic": {"train_size": 1, "valid_size": 7, "test_size": 1},
     }
+    data_cfg = data_spec(data_cfg)
     examples, _ = pipeline.load_examples(data_cfg, "valid")
     feats, _ = pipeline.build_features(data_cfg, examples, ByteTokenizer(), tasks=(0,))
     batches = list(pipeline.eval_batches(feats, batch_size=4, process_index=0, process_count=1))

@@ -24,7 +24,7 @@ from tinyllm_jax import sharding as shard_lib
 from tinyllm_jax.configs import base_config
 from tinyllm_jax.models.t5 import T5Config
 from tinyllm_jax.optim import make_optimizer
-from tinyllm_jax.train import state_shardings
+from tinyllm_jax.setup import state_shardings
 
 REPO = Path(__file__).resolve().parents[1]
 HELPERS = REPO / "tests" / "helpers"

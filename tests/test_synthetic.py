@@ -9,6 +9,7 @@ import pytest
 
 from tinyllm_jax.data import synthetic
 from tinyllm_jax.data.synthetic import SyntheticConfig, config_from, generate_split
+from tinyllm_jax.spec import data_spec
 
 SMALL = SyntheticConfig(train_size=300, valid_size=60, test_size=60)
 EXACT = SyntheticConfig(
@@ -157,7 +158,7 @@ def test_pipeline_applies_label_options_to_synthetic():
             "missing_rates": {},
         },
     }
-    examples, report = pipeline.load_examples(data_cfg, "train")
+    examples, report = pipeline.load_examples(data_spec(data_cfg), "train")
     masked = report.counts["algebra/masked_disagreeing"]
     assert masked == report.counts["algebra/disagrees_with_gold"] > 40
     assert sum(e.rationales["algebra"] is None for e in examples) == masked

@@ -146,7 +146,7 @@ def test_resume_is_bitwise_identical(finished_run, tmp_path):
 
 
 def test_eval_mode_reproduces_final_accuracy(finished_run):
-    from tinyllm_jax.train import evaluate_workdir
+    from tinyllm_jax.eval_workdir import evaluate_workdir
 
     workdir, summary = finished_run
     result = evaluate_workdir(_tiny("steps=8"), str(workdir))
@@ -197,17 +197,18 @@ def test_gradient_accumulation_matches_full_batch():
     import jax
     import jax.numpy as jnp
 
-    from tinyllm_jax import train
     from tinyllm_jax.data import pipeline
+    from tinyllm_jax.data.bundle import load_data
     from tinyllm_jax.optim import make_optimizer
+    from tinyllm_jax.spec import parse
     from tinyllm_jax.train_step import STEP_KEYS, init_state, make_train_step, task_coefficients
 
-    cfg = _tiny()
-    bundle = train.load_data(cfg, ())
-    batch = next(pipeline.make_iterator(cfg.data, bundle.train_features, batch_size=8))
+    spec = parse(_tiny())
+    bundle = load_data(spec.data, (), model_vocab=spec.model.vocab_size)
+    batch = next(pipeline.make_iterator(spec.data, bundle.train_features, batch_size=8))
     batch = {k: jnp.asarray(batch[k]) for k in STEP_KEYS}
-    config = train.model_config(cfg)
-    tx, _ = make_optimizer(cfg.optimizer, 10)
+    config = spec.model
+    tx, _ = make_optimizer(spec.optimizer, 10)
     coefs = task_coefficients(1.0, (), 2)
     state = init_state(config, tx, 0)
     s1, m1 = jax.jit(make_train_step(config, tx, coefs))(state, batch)
@@ -224,18 +225,19 @@ def test_nonfinite_update_is_skipped_and_counted():
     import jax
     import jax.numpy as jnp
 
-    from tinyllm_jax import train
     from tinyllm_jax.data import pipeline
+    from tinyllm_jax.data.bundle import load_data
     from tinyllm_jax.optim import make_optimizer
+    from tinyllm_jax.spec import parse
     from tinyllm_jax.train_step import STEP_KEYS, init_state, make_train_step, task_coefficients
 
-    cfg = _tiny()
-    bundle = train.load_data(cfg, ())
-    batch = next(pipeline.make_iterator(cfg.data, bundle.train_features, batch_size=8))
+    spec = parse(_tiny())
+    bundle = load_data(spec.data, (), model_vocab=spec.model.vocab_size)
+    batch = next(pipeline.make_iterator(spec.data, bundle.train_features, batch_size=8))
     batch = {k: jnp.asarray(batch[k]) for k in STEP_KEYS}
     batch["decoder_loss_weights"] = batch["decoder_loss_weights"].at[0, 0].set(jnp.nan)
-    config = train.model_config(cfg)
-    tx, _ = make_optimizer(cfg.optimizer, 10)
+    config = spec.model
+    tx, _ = make_optimizer(spec.optimizer, 10)
     state = init_state(config, tx, 0)
     new, m = jax.jit(make_train_step(config, tx, task_coefficients(1.0, (), 2)))(state, batch)
     assert not bool(m["finite"]) and int(new.nonfinite) == 1 and int(new.step) == 1

@@ -12,7 +12,7 @@ compiler for that slice instead, still on this CPU-only machine: that needs
 libtpu importable (`pip install 'jax[tpu]'`), and gives TPU's own figure.
 
 Nothing is allocated: the state is a tree of ShapeDtypeStructs with their
-shardings (`train.state_shardings`), the batch likewise, and the step is
+shardings (`setup.build`, the path training takes), the batch likewise, and the step is
 lowered and compiled for `--devices` fake CPU devices. XLA's memory analysis
 of that program is per device. It is the CPU compiler's figure: TPU and GPU
 compilers fuse and lay out differently, so treat it as a close guide, not a
@@ -22,12 +22,18 @@ guarantee (docs/scaling.md compares them), and keep some headroom.
 from __future__ import annotations
 
 import json
-import sys
-import time
 from typing import Any
 
 import jax
 import numpy as np
+
+from tinyllm_jax import setup as setup_lib
+from tinyllm_jax.cli import fail
+from tinyllm_jax.configs import MODEL_SIZES
+from tinyllm_jax.memory import format_bytes
+from tinyllm_jax.models.t5 import SIZES, abstract_params, count_params
+from tinyllm_jax.sharding import make_mesh
+from tinyllm_jax.spec import RUNTIME_MODEL_FIELDS, ConfigError, MeshSpec, RunSpec, parse
 
 # Usable memory per chip in GiB, for --chip. TPU figures are HBM per chip;
 # GPUs are what the card reports. JAX on GPU preallocates 75% by default
@@ -36,9 +42,6 @@ CHIPS: dict[str, float] = {
     "v4": 32.0, "v5e": 16.0, "v5p": 95.0, "v6e": 32.0,
     "a100-40gb": 40.0, "a100-80gb": 80.0, "h100-80gb": 80.0, "h200": 141.0, "l4": 24.0,
 }
-
-_RUNTIME_FIELDS = ("dtype", "remat", "scan_layers", "dropout_rate")
-
 
 def use_fake_devices(count: int) -> None:
     """Make JAX see `count` CPU devices. Must run before JAX touches a device."""
@@ -92,31 +95,27 @@ def capacity_bytes(chip: str | None, device_memory_gb: float | None) -> int | No
     return None
 
 
-def _model(cfg: Any, model: str | None) -> tuple[Any, str]:
-    from tinyllm_jax.configs import MODEL_SIZES
-    from tinyllm_jax.models.t5 import SIZES
-    from tinyllm_jax.train import model_config
-
+def _model(spec: RunSpec, model: str | None) -> tuple[Any, str]:
     if not model:
-        name = f"init_from={cfg.init_from}" if cfg.init_from else "config.model"
-        return model_config(cfg), name
+        name = f"init_from={spec.init_from}" if spec.init_from else "config.model"
+        return setup_lib.model_config(spec), name
     shape = MODEL_SIZES.get(model) or SIZES.get(model)
     if shape is None:
         raise ValueError(
             f"unknown --model {model!r}; choose from {sorted(set(MODEL_SIZES) | set(SIZES))}"
         )
-    runtime = {k: cfg.model[k] for k in _RUNTIME_FIELDS}
+    runtime = {k: getattr(spec.model, k) for k in RUNTIME_MODEL_FIELDS}
     return shape.replace(**runtime), model
 
 
-def _lengths(cfg: Any, input_len: int | None, target_len: int | None) -> tuple[int, int]:
-    li = input_len or int(cfg.data.packed_input_len) or int(cfg.data.max_input_len)
-    lt = target_len or int(cfg.data.packed_target_len) or int(cfg.data.max_target_len)
+def _lengths(spec: RunSpec, input_len: int | None, target_len: int | None) -> tuple[int, int]:
+    li = input_len or spec.data.packed_input_len or spec.data.max_input_len
+    lt = target_len or spec.data.packed_target_len or spec.data.max_target_len
     return li, lt
 
 
 def compile_check(
-    cfg: Any, *, mesh: tuple[int, int, int] | None = None, devices: int | None = None,
+    spec: RunSpec, *, mesh: tuple[int, int, int] | None = None, devices: int | None = None,
     model: str | None = None, batch_size: int | None = None, input_len: int | None = None,
     target_len: int | None = None, capacity: int | None = None, print_table: bool = False,
     topology: str | None = None,
@@ -128,17 +127,8 @@ def compile_check(
     `topology` compiles for that TPU slice's devices instead (see the module
     docstring); `devices` is then the slice's size.
     """
-    import ml_collections
-    from flax import linen as nn
-
-    from tinyllm_jax import memory as memory_lib
-    from tinyllm_jax import sharding as shard_lib
-    from tinyllm_jax.models.t5 import count_params
-    from tinyllm_jax.optim import make_optimizer
-    from tinyllm_jax.train import state_shardings
-    from tinyllm_jax.train_step import STEP_KEYS, make_train_step, task_coefficients
-
-    dims = mesh or (int(cfg.mesh.data), int(cfg.mesh.fsdp), int(cfg.mesh.tensor))
+    spec = parse(spec, reads_data=False)
+    dims = mesh or (spec.mesh.data, spec.mesh.fsdp, spec.mesh.tensor)
     target = topology_devices(topology) if topology else None
     if target is not None:
         devices = len(target)
@@ -153,54 +143,21 @@ def compile_check(
             f"{devices} devices requested but JAX sees {jax.device_count()}; call "
             "use_fake_devices() before anything else touches JAX"
         )
-    mesh_cfg = ml_collections.ConfigDict(dict(zip(shard_lib.MESH_AXES, dims)))
-    device_mesh = shard_lib.make_mesh(mesh_cfg, target or jax.devices()[:devices])
-    config, model_name = _model(cfg, model)
-    batch = int(batch_size or cfg.train.batch_size)
-    li, lt = _lengths(cfg, input_len, target_len)
-    if batch % shard_lib.batch_divisor(device_mesh):
-        raise ValueError(
-            f"batch size {batch} must be divisible by the data*fsdp mesh size "
-            f"{shard_lib.batch_divisor(device_mesh)}"
-        )
-    accumulate = int(cfg.optimizer.accumulate_steps)
+    device_mesh = make_mesh(MeshSpec(*dims), target or jax.devices()[:devices])
+    config, model_name = _model(spec, model)
+    batch = int(batch_size or spec.train.batch_size)
+    li, lt = _lengths(spec, input_len, target_len)
+    setup_lib.check_batch(device_mesh, batch, "batch size")
+    accumulate = spec.optimizer.accumulate_steps
     if batch % accumulate:
         raise ValueError(
             f"batch size {batch} must be divisible by config.optimizer.accumulate_steps={accumulate}"
         )
-
-    tx, sched = make_optimizer(cfg.optimizer, int(cfg.train.steps))
-    abstract, shardings = state_shardings(config, tx, device_mesh)
-    est = memory_lib.report(
-        config, abstract, shardings, device_mesh, batch_size=batch, input_len=li,
-        target_len=lt, accumulate_steps=accumulate, capacity=capacity or 0,
-        print_table=print_table, check=False,
-    )
-
-    coefs = task_coefficients(
-        cfg.loss.answer_weight, cfg.loss.rationale_weights, len(cfg.data.teachers)
-    )
-    step = make_train_step(
-        config, tx, coefs, z_loss=cfg.loss.z_loss, label_smoothing=cfg.loss.label_smoothing,
-        accumulate_steps=accumulate, schedule=sched,
-    )
-    batch_sh = shard_lib.batch_sharding(device_mesh)
-    lengths = {"encoder": li, "decoder": lt}
-    abstract_batch = {
-        k: jax.ShapeDtypeStruct(
-            (batch, lengths[k.split("_")[0]]),
-            np.float32 if k == "decoder_loss_weights" else np.int32, sharding=batch_sh,
-        )
-        for k in STEP_KEYS
-    }
-    jitted = jax.jit(
-        step, in_shardings=(shardings, {k: batch_sh for k in STEP_KEYS}),
-        out_shardings=(shardings, None), donate_argnums=(0,),
-    )
-    t0 = time.perf_counter()
-    with jax.set_mesh(device_mesh), nn.logical_axis_rules(shard_lib.LOGICAL_RULES):
-        compiled = jitted.lower(abstract, abstract_batch).compile()
-    compile_s = time.perf_counter() - t0
+    built = setup_lib.build(spec, device_mesh, total_steps=spec.train.steps, model=config)
+    est = setup_lib.memory_report(built, batch_size=batch, input_len=li, target_len=lt,
+                                  capacity=capacity or 0, print_table=print_table, check=False)
+    compiled, compile_s = setup_lib.compile_step(
+        built, setup_lib.abstract_batch(built, batch, li, lt))
     ma = compiled.memory_analysis()
     stats = {
         "arguments": int(ma.argument_size_in_bytes),
@@ -210,18 +167,15 @@ def compile_check(
         "code": int(ma.generated_code_size_in_bytes),
     }
     # Donated state buffers are reused for the new state: count them once.
-    peak = stats["arguments"] + stats["outputs"] - stats["aliased"] + stats["temp"]
-    stats["peak"] = peak
-    from tinyllm_jax.models.t5 import abstract_params
-
-    result = {
+    stats["peak"] = stats["arguments"] + stats["outputs"] - stats["aliased"] + stats["temp"]
+    return {
         "model": model_name,
         "parameters": count_params(abstract_params(config)),
         "dtype": config.dtype, "remat": config.remat,
         "devices": devices, "mesh": dict(device_mesh.shape),
         "compiler": f"TPU {topology}" if topology else "CPU",
         "batch_size": batch, "input_len": li, "target_len": lt,
-        "accumulate_steps": accumulate, "optimizer": str(cfg.optimizer.name),
+        "accumulate_steps": accumulate, "optimizer": spec.optimizer.name,
         "compiled_per_device": stats,
         "estimate_per_device": {
             **{k: getattr(est, k) for k in ("params", "optimizer", "gradients", "activations",
@@ -232,12 +186,10 @@ def compile_check(
         "fits": None if not capacity else stats["peak"] <= capacity,
         "compile_s": round(compile_s, 1),
     }
-    return result
 
 
 def format_result(r: dict[str, Any]) -> str:
-    from tinyllm_jax.memory import format_bytes as fb
-
+    fb = format_bytes
     s = r["compiled_per_device"]
     lines = [
         f"{r['model']} ({r['parameters']:,} parameters, {r['dtype']}, remat {r['remat']}, "
@@ -258,16 +210,16 @@ def format_result(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_from_config(cfg: Any, **kwargs: Any) -> dict[str, Any]:
+def run_from_spec(spec: RunSpec, **kwargs: Any) -> dict[str, Any]:
     """--mode=compile: fake one CPU device per mesh slot, compile, print."""
-    dims = (int(cfg.mesh.data), int(cfg.mesh.fsdp), int(cfg.mesh.tensor))
+    dims = (spec.mesh.data, spec.mesh.fsdp, spec.mesh.tensor)
     if -1 in dims:
         raise ValueError(
             f"--mode=compile needs every config.mesh axis set (got data,fsdp,tensor={dims}); "
             "or use python -m tinyllm_jax.aot --devices=N"
         )
     use_fake_devices(int(np.prod(dims)))
-    result = compile_check(cfg, mesh=dims, **kwargs)
+    result = compile_check(spec, mesh=dims, **kwargs)
     print(format_result(result), flush=True)
     return result
 
@@ -296,13 +248,13 @@ def _main() -> None:
 
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
-            _fail(f"unexpected arguments {argv[1:]}")
+            fail(f"unexpected arguments {argv[1:]}")
         if config_flag.value is None:
-            _fail("--config is required, e.g. --config=configs/tiny.py")
+            fail("--config is required, e.g. --config=configs/tiny.py")
         try:
             dims = parse_mesh(mesh_flag.value) if mesh_flag.value else None
-            cfg = config_flag.value
-            cfg_dims = (int(cfg.mesh.data), int(cfg.mesh.fsdp), int(cfg.mesh.tensor))
+            spec = parse(config_flag.value, reads_data=False)
+            cfg_dims = (spec.mesh.data, spec.mesh.fsdp, spec.mesh.tensor)
             count = devices_flag.value
             if count is None and -1 not in (dims or cfg_dims):
                 count = int(np.prod(dims or cfg_dims))
@@ -318,26 +270,23 @@ def _main() -> None:
             else:
                 use_fake_devices(count)
             result = compile_check(
-                cfg, mesh=dims, devices=count, model=model_flag.value,
+                spec, mesh=dims, devices=count, model=model_flag.value,
                 batch_size=batch_flag.value, input_len=in_flag.value, target_len=tgt_flag.value,
                 capacity=capacity_bytes(chip, mem_flag.value),
                 print_table=table_flag.value, topology=topology,
             )
+        except ConfigError as e:
+            fail(str(e))
         except ValueError as e:
-            _fail(f"{type(e).__name__}: {e}")
+            fail(f"{type(e).__name__}: {e}")
         print(format_result(result), flush=True)
         if json_flag.value:
             with open(json_flag.value, "w", encoding="utf-8") as f:
                 json.dump(result, f, indent=1, sort_keys=True)
         if result["fits"] is False:
-            sys.exit(1)
+            raise SystemExit(1)
 
     app.run(main)
-
-
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
 
 
 if __name__ == "__main__":

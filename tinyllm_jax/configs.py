@@ -17,6 +17,7 @@ from typing import Any
 import ml_collections
 
 from tinyllm_jax.models.t5 import SIZES, T5Config
+from tinyllm_jax.spec import config_defaults, parse_teachers
 
 # Student shapes by short name. "tiny" and "mini" are for tests and the CPU demo.
 MODEL_SIZES: dict[str, T5Config] = {
@@ -64,10 +65,8 @@ def parse_arg(arg: str | None, **defaults: Any) -> dict[str, Any]:
 
 
 def split_teachers(spec: str) -> tuple[str, ...]:
-    """"flan+llama" -> ("flan", "llama"); "" or "none" -> ()."""
-    if spec in ("", "none"):
-        return ()
-    return tuple(t for t in spec.replace(",", "+").split("+") if t)
+    """"flan+llama" -> ("flan", "llama"); "" or "none" -> () (the spec's one syntax)."""
+    return parse_teachers(spec)
 
 
 def model_config_dict(size: str, **overrides: Any) -> ml_collections.ConfigDict:
@@ -80,105 +79,14 @@ def model_config_dict(size: str, **overrides: Any) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(fields)
 
 
-def to_t5_config(model_cfg: Any) -> T5Config:
-    fields = {f.name for f in dataclasses.fields(T5Config)}
-    values = {k: v for k, v in dict(model_cfg).items() if k in fields}
-    return T5Config(**values)
-
-
 def base_config(
     *, dataset: str, teachers: tuple[str, ...], size: str = "small", tokenizer: str = "t5",
 ) -> ml_collections.ConfigDict:
-    """Every field a training run reads, with the reference recipe's defaults."""
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    c.model = model_config_dict(
-        size, vocab_size=MODEL_VOCAB.get(tokenizer, T5_VOCAB_SIZE)
-    )
-    # HF T5 directory or hub id to start from ("" = random init).
-    c.init_from = ""
-
-    c.data = ml_collections.ConfigDict()
-    c.data.name = dataset
-    c.data.data_dir = ""
-    c.data.rationale_store = ""
-    c.data.use_tfds = False
-    c.data.tfds_data_dir = ""
-    c.data.teachers = tuple(teachers)
-    c.data.answer_prefix = "predict: "
-    c.data.teacher_prefixes = ()  # () = defaults "explain: ", "rationale: ", ...
-    c.data.label_source = "gold"
-    c.data.drop_disagreeing = False
-    c.data.max_input_len = 512
-    c.data.max_target_len = 256
-    c.data.packing = True
-    c.data.packed_input_len = 0  # 0 = chosen from the data (auto)
-    c.data.packed_target_len = 0
-    c.data.tokenizer = tokenizer
-    c.data.seed = 0
-    c.data.train_fraction = 1.0  # data-efficiency runs train on a prefix
-    c.data.synthetic = ml_collections.ConfigDict()
-
-    c.loss = ml_collections.ConfigDict()
-    c.loss.answer_weight = 1.0  # gamma
-    c.loss.rationale_weights = ()  # alpha_k, one per teacher; () = all 1.0
-    c.loss.z_loss = 0.0
-    c.loss.label_smoothing = 0.0
-
-    c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "adamw"  # or "adafactor"
-    c.optimizer.lr = 5e-5  # the paper's
-    c.optimizer.schedule = "constant"  # "constant", "linear" or "cosine" decay after warm-up
-    c.optimizer.warmup_steps = 0
-    c.optimizer.end_lr_fraction = 0.0
-    c.optimizer.weight_decay = 0.0
-    c.optimizer.b1 = 0.9
-    c.optimizer.b2 = 0.999
-    c.optimizer.eps = 1e-8
-    c.optimizer.clip_norm = 1.0  # 0 disables
-    c.optimizer.accumulate_steps = 1
-
-    c.train = ml_collections.ConfigDict()
-    c.train.steps = 1000
-    # > 0: train for this many passes over the training rows instead, so runs
-    # whose tasks pack into different row counts see each example equally often.
-    c.train.epochs = 0.0
-    c.train.batch_size = 16  # global rows per step (packed rows hold several pairs)
-    c.train.log_every = 50
-    c.train.eval_every = 500
-    c.train.checkpoint_every = 500
-    c.train.keep_checkpoints = 2
-    c.train.keep_best = True
-    c.train.async_checkpoints = True
-    c.train.eval_batch_size = 64
-    # Eval batches shortest pair first, each padded to its own bucketed length
-    # (a few compiled shapes) instead of every batch to the longest pair.
-    c.train.eval_by_length = True
-    c.train.eval_max_new_tokens = 0  # 0 = longest gold answer + 8
-    c.train.eval_splits = ("valid",)
-    c.train.final_eval_split = "test"
-    c.train.rank_choices = True  # also report rank-classification accuracy
-    # Validation metric that picks the best checkpoint: accuracy (exact match,
-    # as the reference code), accuracy_normalized or accuracy_ranked.
-    c.train.best_metric = "accuracy"
-    c.train.eval_rationales = False  # also decode each teacher prefix at --mode=eval
-    c.train.nonfinite = "stop"  # "stop" or "skip"
-    c.train.progress_bar = True
-    c.train.plot = True
-
-    c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1
-    c.mesh.fsdp = 1
-    c.mesh.tensor = 1
-
-    c.distributed = ml_collections.ConfigDict()
-    # "auto": initialise when the environment names a cluster (TPU pod, SLURM,
-    # JAX_COORDINATOR_ADDRESS); "yes" always; "no" never.
-    c.distributed.initialize = "auto"
-    c.distributed.coordinator_address = ""
-    c.distributed.num_processes = 0
-    c.distributed.process_id = -1
-    return c
+    """Every field a run reads, with the defaults of `tinyllm_jax.spec` (one place)."""
+    fields = config_defaults()
+    fields["model"] = model_config_dict(size, vocab_size=MODEL_VOCAB.get(tokenizer, T5_VOCAB_SIZE))
+    fields["data"].update(name=dataset, teachers=tuple(teachers), tokenizer=tokenizer)
+    return ml_collections.ConfigDict(fields)
 
 
 def dataset_config(name: str, arg: str | None, default_teachers: str) -> ml_collections.ConfigDict:

@@ -16,6 +16,9 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from tinyllm_jax.cli import fail
+from tinyllm_jax.spec import ConfigError, parse
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, optionally with ':args', e.g. configs/obqa.py:size=base.",
     lock_config=True,
@@ -26,14 +29,9 @@ _SPLIT = flags.DEFINE_string("split", None, "--mode=eval: split to score (defaul
 _WHICH = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "--mode=eval: which one.")
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
-
-
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        _fail(f"unexpected arguments {argv[1:]}; flags are --config, --workdir, --mode")
+        fail(f"unexpected arguments {argv[1:]}; flags are --config, --workdir, --mode")
     # Progress and results are printed; library INFO logs (Orbax prints its
     # whole option set on every manager) would bury them.
     absl_logging.set_verbosity(absl_logging.WARNING)
@@ -45,41 +43,44 @@ def main(argv: list[str]) -> None:
         return
     try:
         cfg = _CONFIG.value
-        missing = [] if cfg is None else [
-            k for k in ("model", "data", "loss", "optimizer", "train", "mesh", "distributed")
-            if k not in cfg]
     except (OSError, SyntaxError) as e:  # ml_collections defers load errors to first use
-        _fail(f"--config: {str(e).strip().splitlines()[-1]}")
+        fail(f"--config: {str(e).strip().splitlines()[-1]}")
     if cfg is None:
-        _fail("--config is required, e.g. --config=configs/demo.py")
-    if missing and _MODE.value != "compile":
-        _fail(f"--config: the config has no {missing} section(s); start from configs/tiny.py")
-    if _MODE.value == "compile":
-        from tinyllm_jax.aot import run_from_config
+        fail("--config is required, e.g. --config=configs/demo.py")
+    compile_only = _MODE.value == "compile"
+    try:
+        # The one validation of every field, before any data is read or
+        # anything compiled.
+        spec = parse(cfg, reads_data=not compile_only)
+    except ConfigError as e:
+        fail(str(e))
+    if compile_only:
+        from tinyllm_jax.aot import run_from_spec
 
         try:
-            run_from_config(cfg)
+            run_from_spec(spec)
         except ValueError as e:
-            _fail(f"{type(e).__name__}: {e}")
+            fail(f"{type(e).__name__}: {e}")
         return
     if not _WORKDIR.value:
-        _fail("--workdir is required")
+        fail("--workdir is required")
 
     from tinyllm_jax.sharding import maybe_initialize_distributed
 
     # Before any other JAX call: it decides how many devices exist.
-    maybe_initialize_distributed(cfg.distributed)
+    maybe_initialize_distributed(spec.distributed)
     from tinyllm_jax import train
+    from tinyllm_jax.eval_workdir import evaluate_workdir
 
     try:
         if _MODE.value == "train":
-            train.train_and_evaluate(cfg, _WORKDIR.value)
+            train.train_and_evaluate(spec, _WORKDIR.value)
         else:
-            train.evaluate_workdir(cfg, _WORKDIR.value, _SPLIT.value, _WHICH.value)
+            evaluate_workdir(spec, _WORKDIR.value, _SPLIT.value, _WHICH.value)
     except (ValueError, FileNotFoundError, train.NonFiniteError) as e:
         # Input, config and checkpoint problems: a message a person can act
         # on, not a traceback. Bugs (other exceptions) still show one.
-        _fail(f"{type(e).__name__}: {e}")
+        fail(f"{type(e).__name__}: {e}")
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -43,27 +43,26 @@ def parse() -> argparse.Namespace:
 
 def main() -> None:
     args = parse()
-    import ml_collections
 
     from tinyllm_jax import sharding as shard_lib
+    from tinyllm_jax.spec import DistributedSpec
 
     if args.role == "train":
-        dist = ml_collections.ConfigDict(dict(
+        dist = DistributedSpec(
             initialize="yes", coordinator_address=args.coordinator,
             num_processes=args.num_processes, process_id=args.process_id,
-        ))
+        )
         shard_lib.maybe_initialize_distributed(dist)
 
     import jax
     import numpy as np
-    from flax import linen as nn
     from jax.experimental import multihost_utils
 
     from tinyllm_jax import checkpoint as ckpt_lib
-    from tinyllm_jax import train
+    from tinyllm_jax import setup as setup_lib
     from tinyllm_jax.data import pipeline
-    from tinyllm_jax.optim import make_optimizer
-    from tinyllm_jax.train_step import STEP_KEYS, make_train_step, task_coefficients
+    from tinyllm_jax.data.bundle import load_data
+    from tinyllm_jax.spec import parse as parse_spec
 
     sys.path.insert(0, str(REPO / "configs"))
     import tiny
@@ -74,17 +73,15 @@ def main() -> None:
     out = Path(args.out)
     is_main = jax.process_index() == 0
 
-    mesh = shard_lib.make_mesh(ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1)))
-    bundle = train.load_data(cfg, (), train=True)
+    cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor = 1, -1, 1
+    spec = parse_spec(cfg)
+    mesh = setup_lib.run_mesh(spec)
+    built = setup_lib.build(spec, mesh, total_steps=spec.train.steps)
+    bundle = load_data(spec.data, (), model_vocab=built.model.vocab_size)
     # Each process keeps its own rows of every global batch.
-    it = pipeline.make_iterator(cfg.data, bundle.train_features, batch_size=cfg.train.batch_size)
-    config = train.model_config(cfg)
-    tx, _ = make_optimizer(cfg.optimizer, int(cfg.train.steps))
-    abstract, shardings = train.state_shardings(config, tx, mesh)
-    meta = ckpt_lib.run_meta(
-        config, teachers=bundle.teachers, tokenizer=str(cfg.data.tokenizer),
-        dataset=str(cfg.data.name), vocab=bundle.tokenizer.vocab_size,
-    )
+    it = pipeline.make_iterator(spec.data, bundle.train_features, batch_size=spec.train.batch_size)
+    abstract = built.abstract_state
+    meta = setup_lib.run_meta(spec, built.model, bundle.tokenizer.vocab_size)
     ckpt = ckpt_lib.Checkpointer(args.workdir, keep_best=False)
 
     def dump(state, name: str) -> None:
@@ -95,7 +92,7 @@ def main() -> None:
                                              for p, x in leaves})
 
     if args.role == "train":
-        state = train.create_state(cfg, config, tx, mesh, shardings)
+        state = setup_lib.create_state(built)
         start = 0
     else:
         start = ckpt.latest_step()
@@ -103,28 +100,21 @@ def main() -> None:
         it.set_state(data_state)
         dump(state, f"resume_step{start}")
 
-    coefs = task_coefficients(cfg.loss.answer_weight, cfg.loss.rationale_weights,
-                              len(bundle.teachers))
-    batch_sh = shard_lib.batch_sharding(mesh)
-    step_fn = jax.jit(
-        make_train_step(config, tx, coefs),
-        in_shardings=(shardings, {k: batch_sh for k in STEP_KEYS}),
-        out_shardings=(shardings, None), donate_argnums=(0,),
-    )
     losses = {}
-    with jax.set_mesh(mesh), nn.logical_axis_rules(shard_lib.LOGICAL_RULES):
-        for step in range(start + 1, args.steps + 1):
-            local = next(it)
-            if local["encoder_input_tokens"].shape[0] != it.local_batch_size:
-                raise AssertionError("iterator did not return this host's share of the batch")
-            state, metrics = step_fn(
-                state, shard_lib.global_batch({k: local[k] for k in STEP_KEYS}, mesh)
-            )
-            losses[step] = float(metrics["loss"])
-            if args.role == "train" and step == args.save_at:
-                ckpt.save(step, state, it.get_state(), meta)
-                ckpt.wait()
-                dump(state, f"train_step{step}")
+    step_fn = None
+    for step in range(start + 1, args.steps + 1):
+        local = next(it)
+        if local["encoder_input_tokens"].shape[0] != it.local_batch_size:
+            raise AssertionError("iterator did not return this host's share of the batch")
+        batch = setup_lib.device_batch(built, local)
+        if step_fn is None:
+            step_fn, _ = setup_lib.compile_step(built, batch, state)
+        state, metrics = step_fn(state, batch)
+        losses[step] = float(metrics["loss"])
+        if args.role == "train" and step == args.save_at:
+            ckpt.save(step, state, it.get_state(), meta)
+            ckpt.wait()
+            dump(state, f"train_step{step}")
     ckpt.close()
     dump(state, f"{args.role}_step{args.steps}")
     if is_main:

@@ -46,16 +46,14 @@ def main() -> None:
             process_id=args.process_id,
         )
     import numpy as np
-    from flax import linen as nn
     from jax.experimental import multihost_utils
 
-    from tinyllm_jax import sharding as shard_lib
-    from tinyllm_jax import train
-    from tinyllm_jax.checkpoint import Checkpointer, run_meta
+    from tinyllm_jax import setup as setup_lib
+    from tinyllm_jax.checkpoint import Checkpointer
     from tinyllm_jax.configs import load_config_file
     from tinyllm_jax.data import pipeline
-    from tinyllm_jax.optim import make_optimizer
-    from tinyllm_jax.train_step import STEP_KEYS, make_train_step, task_coefficients
+    from tinyllm_jax.data.bundle import load_data
+    from tinyllm_jax.spec import parse
 
     cfg = load_config_file(REPO / "configs" / "tiny.py", args.config_arg or None)
     d, f, t = (int(x) for x in args.mesh.split(","))
@@ -68,14 +66,13 @@ def main() -> None:
             node = node[p]
         node[leaf] = type(node[leaf])(value) if not isinstance(node[leaf], bool) else value == "True"
 
-    mesh = shard_lib.make_mesh(cfg.mesh)
-    bundle = train.load_data(cfg, ())
-    it = pipeline.make_iterator(cfg.data, bundle.train_features, batch_size=cfg.train.batch_size)
-    config = train.model_config(cfg)
-    tx, _sched = make_optimizer(cfg.optimizer, cfg.train.steps)
-    abstract, shardings = train.state_shardings(config, tx, mesh)
-    meta = run_meta(config, teachers=bundle.teachers, tokenizer=cfg.data.tokenizer,
-                    dataset=cfg.data.name, vocab=bundle.tokenizer.vocab_size)
+    spec = parse(cfg)
+    mesh = setup_lib.run_mesh(spec)
+    built = setup_lib.build(spec, mesh, total_steps=spec.train.steps)
+    bundle = load_data(spec.data, (), model_vocab=built.model.vocab_size)
+    it = pipeline.make_iterator(spec.data, bundle.train_features, batch_size=spec.train.batch_size)
+    abstract = built.abstract_state
+    meta = setup_lib.run_meta(spec, built.model, bundle.tokenizer.vocab_size)
     result: dict = {"process_index": jax.process_index(), "devices": jax.device_count()}
     if args.restore_from:
         ckpt = Checkpointer(args.restore_from, async_save=False)
@@ -83,21 +80,16 @@ def main() -> None:
         ckpt.close()
         result["data_state"] = data_state
     else:
-        state = train.create_state(cfg, config, tx, mesh, shardings)
-        coefs = task_coefficients(cfg.loss.answer_weight, cfg.loss.rationale_weights,
-                                  len(bundle.teachers))
-        step = jax.jit(
-            make_train_step(config, tx, coefs,
-                            accumulate_steps=int(cfg.optimizer.accumulate_steps)),
-            in_shardings=(shardings, {k: shard_lib.batch_sharding(mesh) for k in STEP_KEYS}),
-            out_shardings=(shardings, None), donate_argnums=(0,),
-        )
+        state = setup_lib.create_state(built)
         losses = []
-        with jax.set_mesh(mesh), nn.logical_axis_rules(shard_lib.LOGICAL_RULES):
-            for _ in range(args.steps):
+        first = next(it)
+        step, _ = setup_lib.compile_step(built, setup_lib.device_batch(built, first), state)
+        batch = first
+        for i in range(args.steps):
+            if i:
                 batch = next(it)
-                state, m = step(state, shard_lib.global_batch({k: batch[k] for k in STEP_KEYS}, mesh))
-                losses.append(float(m["loss"]))
+            state, m = step(state, setup_lib.device_batch(built, batch))
+            losses.append(float(m["loss"]))
         result["losses"] = losses
         if args.workdir:
             ckpt = Checkpointer(args.workdir, async_save=True)

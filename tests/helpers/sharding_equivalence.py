@@ -6,7 +6,7 @@ Run in a fresh process so the fake device count takes effect:
         python tests/helpers/sharding_equivalence.py --meshes 1,1,1 8,1,1 1,8,1 1,4,2
 
 Every mesh initialises its state directly sharded from the same seed
-(`train.create_state`) and trains on the same batches from the real data
+(`setup.create_state`) and trains on the same batches from the real data
 pipeline. Per mesh it reports the step losses, the bytes of parameters and
 optimizer state that each device holds (read from the arrays' shards), and
 memory.py's per-device figures for the same layout.
@@ -25,14 +25,13 @@ sys.path.insert(0, str(REPO))
 
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
-from flax import linen as nn  # noqa: E402
 
-from tinyllm_jax import memory as memory_lib  # noqa: E402
+from tinyllm_jax import setup as setup_lib  # noqa: E402
 from tinyllm_jax import sharding as shard_lib  # noqa: E402
-from tinyllm_jax import train  # noqa: E402
 from tinyllm_jax.data import pipeline  # noqa: E402
-from tinyllm_jax.optim import make_optimizer  # noqa: E402
-from tinyllm_jax.train_step import STEP_KEYS, make_train_step, task_coefficients  # noqa: E402
+from tinyllm_jax.data.bundle import load_data  # noqa: E402
+from tinyllm_jax.spec import MeshSpec, RunSpec, parse  # noqa: E402
+from tinyllm_jax.train_step import STEP_KEYS  # noqa: E402
 
 
 def tiny_config(layers: int) -> ml_collections.ConfigDict:
@@ -52,20 +51,17 @@ def device_bytes(tree, device) -> int:
     )
 
 
-def run_mesh(cfg, dims, batches, num_teachers: int) -> dict:
+def run_mesh(spec: RunSpec, dims, batches) -> dict:
     t0 = time.perf_counter()
-    mesh_cfg = ml_collections.ConfigDict(dict(zip(shard_lib.MESH_AXES, dims)))
     count = dims[0] * dims[1] * dims[2]
-    mesh = shard_lib.make_mesh(mesh_cfg, jax.devices()[:count])
-    config = train.model_config(cfg)
-    tx, _ = make_optimizer(cfg.optimizer, int(cfg.train.steps))
-    abstract, shardings = train.state_shardings(config, tx, mesh)
-    est = memory_lib.report(
-        config, abstract, shardings, mesh, batch_size=int(cfg.train.batch_size),
+    mesh = shard_lib.make_mesh(MeshSpec(*dims), jax.devices()[:count])
+    built = setup_lib.build(spec, mesh, total_steps=spec.train.steps)
+    est = setup_lib.memory_report(
+        built, batch_size=spec.train.batch_size,
         input_len=batches[0]["encoder_input_tokens"].shape[1],
         target_len=batches[0]["decoder_input_tokens"].shape[1], print_table=False,
     )
-    state = train.create_state(cfg, config, tx, mesh, shardings)
+    state = setup_lib.create_state(built)
     per_device = {
         str(d.id): {"params": device_bytes(state.params, d), "opt": device_bytes(state.opt_state, d)}
         for d in mesh.devices.flat
@@ -74,18 +70,14 @@ def run_mesh(cfg, dims, batches, num_teachers: int) -> dict:
         "params": sum(x.nbytes for x in jax.tree.leaves(state.params)),
         "opt": sum(x.nbytes for x in jax.tree.leaves(state.opt_state)),
     }
-    coefs = task_coefficients(cfg.loss.answer_weight, cfg.loss.rationale_weights, num_teachers)
-    step = make_train_step(config, tx, coefs)
-    batch_sh = shard_lib.batch_sharding(mesh)
-    jitted = jax.jit(
-        step, in_shardings=(shardings, {k: batch_sh for k in STEP_KEYS}),
-        out_shardings=(shardings, None), donate_argnums=(0,),
-    )
     losses = []
-    with jax.set_mesh(mesh), nn.logical_axis_rules(shard_lib.LOGICAL_RULES):
-        for b in batches:
-            state, metrics = jitted(state, shard_lib.global_batch(b, mesh))
-            losses.append(float(metrics["loss"]))
+    step = None
+    for b in batches:
+        batch = setup_lib.device_batch(built, b)
+        if step is None:
+            step, _ = setup_lib.compile_step(built, batch, state)
+        state, metrics = step(state, batch)
+        losses.append(float(metrics["loss"]))
     return {
         "mesh": list(dims), "losses": losses, "per_device": per_device, "totals": totals,
         "estimate": {"params": est.params, "opt": est.optimizer},
@@ -100,14 +92,11 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    cfg = tiny_config(args.layers)
-    bundle = train.load_data(cfg, (), train=True)
-    it = pipeline.make_iterator(cfg.data, bundle.train_features, batch_size=cfg.train.batch_size)
+    spec = parse(tiny_config(args.layers))
+    bundle = load_data(spec.data, (), model_vocab=spec.model.vocab_size)
+    it = pipeline.make_iterator(spec.data, bundle.train_features, batch_size=spec.train.batch_size)
     batches = [{k: v for k, v in next(it).items() if k in STEP_KEYS} for _ in range(args.steps)]
-    results = [
-        run_mesh(cfg, tuple(int(x) for x in m.split(",")), batches, len(bundle.teachers))
-        for m in args.meshes
-    ]
+    results = [run_mesh(spec, tuple(int(x) for x in m.split(",")), batches) for m in args.meshes]
     Path(args.out).write_text(json.dumps(results, indent=1))
 
 

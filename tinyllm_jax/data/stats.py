@@ -13,6 +13,7 @@ the one-pair-per-row padded layout; and the reader's full report.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -24,13 +25,8 @@ from ml_collections import config_flags
 from tinyllm_jax.data.features import feature_lengths, task_names
 from tinyllm_jax.data.iterator import BatchIterator
 from tinyllm_jax.data.packing import rows_efficiency
-from tinyllm_jax.data.pipeline import (
-    build_features,
-    cfg_get,
-    load_examples,
-    row_lengths,
-    tokenizer_for,
-)
+from tinyllm_jax.data.pipeline import build_features, load_examples, row_lengths, tokenizer_for
+from tinyllm_jax.spec import ConfigError, DataSpec, data_spec
 from tinyllm_jax.tokenizers import Tokenizer
 
 PERCENTILES = (50, 90, 99)
@@ -47,8 +43,8 @@ _TEACHERS = flags.DEFINE_string("teachers", "", "Comma-separated teachers, e.g. 
 _TOKENIZER = flags.DEFINE_string("tokenizer", "t5", "'byte', 't5', a tokenizer dir/file or hub id.")
 _MAX_IN = flags.DEFINE_integer("max_input_len", 512, "Per-pair input limit (without --config).")
 _MAX_T = flags.DEFINE_integer("max_target_len", 256, "Per-pair target limit (without --config).")
-_PACKED_IN = flags.DEFINE_string("packed_input_len", "auto", "Packed row input length or 'auto'.")
-_PACKED_T = flags.DEFINE_string("packed_target_len", "auto", "Packed row target length or 'auto'.")
+_PACKED_IN = flags.DEFINE_integer("packed_input_len", 0, "Packed row input length (0: auto).")
+_PACKED_T = flags.DEFINE_integer("packed_target_len", 0, "Packed row target length (0: auto).")
 _LABEL = flags.DEFINE_enum("label_source", "gold", ["gold", "teacher"], "Label source.")
 _DROP = flags.DEFINE_bool(
     "drop_disagreeing", False, "Mask rationales that disagree with the label."
@@ -56,11 +52,14 @@ _DROP = flags.DEFINE_bool(
 _SPLITS = flags.DEFINE_list("splits", ["train", "valid", "test"], "Splits to describe.")
 
 
-def split_stats(data_cfg: Any, split: str, tokenizer: Tokenizer) -> dict[str, Any]:
-    """Everything the stats command prints for one split, as plain values."""
-    examples, report = load_examples(data_cfg, split)
-    teachers = tuple(cfg_get(data_cfg, "teachers", ()))
-    features, freport = build_features(data_cfg, examples, tokenizer)
+def split_stats(data: DataSpec | Any, split: str, tokenizer: Tokenizer) -> dict[str, Any]:
+    """Everything the stats command prints for one split, as plain values.
+
+    `data` is a DataSpec, or a `config.data` section that is validated here."""
+    data = data_spec(data)
+    examples, report = load_examples(data, split)
+    teachers = data.teachers
+    features, freport = build_features(data, examples, tokenizer)
     report.merge(freport)
     names = task_names(teachers)
     li, lt = feature_lengths(features)
@@ -92,22 +91,20 @@ def split_stats(data_cfg: Any, split: str, tokenizer: Tokenizer) -> dict[str, An
     }
     stats["report"] = report
     if features:
-        max_in = int(cfg_get(data_cfg, "max_input_len", 512))
-        max_t = int(cfg_get(data_cfg, "max_target_len", 256))
+        max_in, max_t = data.max_input_len, data.max_target_len
         stats["padded"] = {
             "shape": (max_in, max_t),
             "rows": len(features),
             "efficiency": float((li.sum() + lt.sum()) / (len(features) * (max_in + max_t))),
         }
-        packed_cfg = {**_as_dict(data_cfg), "packing": True}
-        a, b = row_lengths(packed_cfg, features)
+        a, b = row_lengths(dataclasses.replace(data, packing=True), features)
         # Epoch 0 of the training iterator: the rows training will really see.
         it = BatchIterator(
             features,
             batch_size=1,
             input_len=a,
             target_len=b,
-            seed=int(cfg_get(data_cfg, "seed", 0)),
+            seed=data.seed,
             process_index=0,
             process_count=1,
         )
@@ -118,10 +115,6 @@ def split_stats(data_cfg: Any, split: str, tokenizer: Tokenizer) -> dict[str, An
             "efficiency": rows_efficiency(rows, li, lt, a, b),
         }
     return stats
-
-
-def _as_dict(cfg: Any) -> dict[str, Any]:
-    return dict(cfg.to_dict() if hasattr(cfg, "to_dict") else cfg)
 
 
 def format_stats(name: str, stats: dict[str, Any]) -> str:
@@ -164,7 +157,7 @@ def _flags_data_cfg() -> dict[str, Any]:
         "name": _DATASET.value,
         "data_dir": _DATA_DIR.value,
         "rationale_store": _STORE.value,
-        "teachers": tuple(t for t in _TEACHERS.value.replace("+", ",").split(",") if t),
+        "teachers": _TEACHERS.value,
         "tokenizer": _TOKENIZER.value,
         "max_input_len": _MAX_IN.value,
         "max_target_len": _MAX_T.value,
@@ -185,15 +178,20 @@ def main(argv: Sequence[str]) -> None:
             raise app.UsageError(
                 "--dataset conflicts with --config; override with --config.data.name=..."
             )
-        data_cfg = _CONFIG.value.data
+        section = _CONFIG.value.data
     else:
-        data_cfg = _flags_data_cfg()
-    tokenizer = tokenizer_for(data_cfg)
-    name = cfg_get(data_cfg, "name")
-    print(f"{name}: tokenizer {tokenizer!r}, teachers {tuple(cfg_get(data_cfg, 'teachers', ()))}")
+        section = _flags_data_cfg()
+    try:
+        data = data_spec(section)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    tokenizer = tokenizer_for(data)
+    name = data.name
+    print(f"{name}: tokenizer {tokenizer!r}, teachers {data.teachers}")
     for split in _SPLITS.value:
         try:
-            stats = split_stats(data_cfg, split, tokenizer)
+            stats = split_stats(data, split, tokenizer)
         except (ValueError, OSError) as e:  # DataError is a ValueError
             print(f"== {name} / {split}: not available: {e}", file=sys.stderr)
             continue
