@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 from experiments.grids import DATASETS
-from tinyllm_jax.data.tinyllm import Question, question_path, read_questions
+from tinyllm_jax.data.tinyllm_files import Question, question_path, read_questions
 from tinyllm_jax.tokenizers import load_tokenizer
 
 

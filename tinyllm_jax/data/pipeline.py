@@ -59,7 +59,7 @@ def load_examples(data_cfg: Any, split: str) -> tuple[list[Example], DataReport]
     drop_disagreeing = bool(cfg_get(data_cfg, "drop_disagreeing", False))
     if name == "synthetic":
         from tinyllm_jax.data import synthetic
-        from tinyllm_jax.data.tinyllm import apply_label_options
+        from tinyllm_jax.data.labels import apply_label_options
 
         # Programmatic teachers come from the generator; any other teacher
         # name is read from the rationale store and joined by example id.
@@ -142,7 +142,8 @@ def _join_store(
 
     from tinyllm_jax.data import synthetic
     from tinyllm_jax.data.store import read_store, store_path
-    from tinyllm_jax.data.tinyllm import Question, store_outputs
+    from tinyllm_jax.data.teacher_outputs import store_outputs
+    from tinyllm_jax.data.tinyllm_files import Question
 
     store_dir = cfg_get(data_cfg, "rationale_store", None)
     if not store_dir:
