@@ -26,7 +26,8 @@ from tinyllm_jax.data.features import ANSWER_TASK, TaskFeature, build_task_featu
 from tinyllm_jax.data.iterator import BatchIterator, process_layout
 from tinyllm_jax.data.packing import auto_packed_lengths, materialize_rows
 from tinyllm_jax.data.report import DataReport
-from tinyllm_jax.tokenizers import Tokenizer, load_tokenizer
+from tinyllm_jax.data.tokenizer import load_named_tokenizer
+from tinyllm_jax.tokenizers import Tokenizer
 
 _MISSING = object()
 
@@ -172,7 +173,7 @@ def _join_store(
 
 
 def tokenizer_for(data_cfg: Any) -> Tokenizer:
-    return load_tokenizer(cfg_get(data_cfg, "tokenizer", "byte"))
+    return load_named_tokenizer(cfg_get(data_cfg, "tokenizer", "byte"))
 
 
 def build_features(
