@@ -101,7 +101,7 @@ def _group(features: Sequence[TaskFeature], ids: Sequence[str], size: int) -> li
 
 def load_workload(args: argparse.Namespace, num_batches: int) -> Workload:
     """Batches of `args.batch` examples in a fixed shuffled order (seed 0)."""
-    from tinyllm_jax.tokenizers import load_tokenizer
+    from tinyllm_jax.data.tokenizer import load_named_tokenizer
 
     data_root = Path(args.data_root)
     use_obqa = args.data == "obqa" or (args.data == "auto" and (data_root / args.dataset).is_dir())
@@ -111,14 +111,14 @@ def load_workload(args: argparse.Namespace, num_batches: int) -> Workload:
         teachers = tuple(args.teachers.split(","))
         examples, _ = read_split(data_root, args.dataset, "train", teachers)
         vocab = Path(args.tokenizer) if args.tokenizer else SHARED / "t5-vocab"
-        tokenizer = load_tokenizer(str(vocab) if vocab.exists() else "byte")
+        tokenizer = load_named_tokenizer(str(vocab) if vocab.exists() else "byte")
         source = f"{args.dataset} train ({data_root}), teachers {','.join(teachers)}"
     else:
         from tinyllm_jax.data import synthetic
 
         teachers = ("algebra", "verbal")
         examples, _ = synthetic.generate_split("train", synthetic.SyntheticConfig(), teachers)
-        tokenizer = load_tokenizer(args.tokenizer or "byte")
+        tokenizer = load_named_tokenizer(args.tokenizer or "byte")
         source = "synthetic train (../shared absent or --data synthetic), teachers algebra,verbal"
     source += f", tokenizer {type(tokenizer).__name__}"
     order = np.random.default_rng(args.seed).permutation(len(examples))

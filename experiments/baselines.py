@@ -19,8 +19,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 from experiments.grids import DATASETS
-from tinyllm_jax.data.tinyllm import Question, question_path, read_questions
-from tinyllm_jax.tokenizers import load_tokenizer
+from tinyllm_jax.data.tinyllm_files import Question, question_path, read_questions
+from tinyllm_jax.data.tokenizer import load_named_tokenizer
 
 
 def chance(questions: Sequence[Question]) -> float:
@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--data_dir", required=True, help="the directory holding obqa/, arc/, ...")
     ap.add_argument("--tokenizer", default="t5")
     args = ap.parse_args()
-    tok = load_tokenizer(args.tokenizer)
+    tok = load_named_tokenizer(args.tokenizer)
     print("| dataset | test questions | chance (%) | position prior (%) | shortest choice (%) |")
     print("|---|---|---|---|---|")
     for name in DATASETS:

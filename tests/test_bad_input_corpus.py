@@ -172,9 +172,9 @@ def _read_split(args: dict[str, Any], work: Path) -> dict[str, int]:
 
 
 def _load_tokenizer(args: dict[str, Any], work: Path) -> dict[str, int]:
-    from tinyllm_jax.tokenizers import load_tokenizer
+    from tinyllm_jax.data.tokenizer import load_named_tokenizer
 
-    load_tokenizer(args["spec"])
+    load_named_tokenizer(args["spec"])
     return {}
 
 

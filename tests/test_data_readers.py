@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from tinyllm_jax.data.errors import DataError
+from tinyllm_jax.data.rationale_cleaning import clean_llama_rationale
+from tinyllm_jax.data.stated_answers import stated_letter
 from tinyllm_jax.data.store import (
     append_records,
     read_store,
@@ -15,13 +17,8 @@ from tinyllm_jax.data.store import (
     store_path,
     stored_ids,
 )
-from tinyllm_jax.data.tinyllm import (
-    clean_llama_rationale,
-    read_split,
-    read_teacher_rows,
-    stated_letter,
-    teacher_chunk_paths,
-)
+from tinyllm_jax.data.tinyllm import read_split
+from tinyllm_jax.data.tinyllm_files import read_teacher_rows, teacher_chunk_paths
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyllm"
 _skip_without_shared = pytest.mark.skipif(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from experiments.baselines import chance, position_prior, shortest_choice
-from tinyllm_jax.data.tinyllm import Question
+from tinyllm_jax.data.tinyllm_files import Question
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyllm"
 

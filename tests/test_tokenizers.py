@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
 import pytest
 
+from tinyllm_jax import tokenizers
+from tinyllm_jax.data.synthetic import SyntheticConfig, generate_split
+from tinyllm_jax.data.tokenizer import load_named_tokenizer
 from tinyllm_jax.tokenizers import (
     BYTE_MARKER_FILE,
     ByteTokenizer,
@@ -115,3 +119,41 @@ def test_bad_specs_give_clear_errors(tmp_path):
         load_tokenizer(bad)
     with pytest.raises(TokenizerError, match="spec must be"):
         load_tokenizer("")
+
+
+def test_synthetic_name_builds_the_synthetic_vocabulary():
+    tok = load_named_tokenizer("synthetic")
+    assert isinstance(tok, HFTokenizer)
+    assert (tok.pad_id, tok.eos_id) == (0, 1)
+    # BPE stops merging early when the small corpus runs out of pairs.
+    assert 259 < tok.vocab_size <= 512
+    (example,), _ = generate_split("valid", SyntheticConfig(valid_size=1), ("algebra",))
+    ids = tok.encode(example.input)
+    # The point of the vocabulary: far shorter than bytes, and lossless.
+    assert len(ids) < len(example.input.encode("utf-8")) / 2
+    assert tok.decode(ids) == example.input
+    # Digits stay single tokens so arithmetic is compositional.
+    assert len(tok.encode("1234")) == len(tok.encode("1")) + 3
+
+
+def test_named_loader_delegates_every_other_spec(tmp_path):
+    assert isinstance(load_named_tokenizer("byte"), ByteTokenizer)
+    ByteTokenizer().save(tmp_path)
+    assert isinstance(load_named_tokenizer(tmp_path), ByteTokenizer)
+    with pytest.raises(TokenizerError, match="no such file"):
+        load_named_tokenizer("./does/not/exist")
+
+
+def test_generic_loader_points_synthetic_to_the_named_loader():
+    with pytest.raises(TokenizerError, match="load_named_tokenizer"):
+        load_tokenizer("synthetic")
+
+
+def test_tokenizers_module_does_not_import_the_data_package():
+    # tokenizers.py sits below data/ (features import its Tokenizer); any
+    # import of data/ from it, even a lazy one inside a function, closes a cycle.
+    tree = ast.parse(Path(tokenizers.__file__).read_text(encoding="utf-8"))
+    imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    imported += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert "tokenizers" in imported  # the walk does see the function-local imports
+    assert [m for m in imported if m.startswith("tinyllm_jax")] == []

@@ -484,9 +484,9 @@ def load_student_from_workdir(
     workdir: str | os.PathLike, tokenizer: Any = None, which: str = "best"
 ) -> Any:
     """A `Student` from a training workdir's best (or latest) checkpoint."""
+    from tinyllm_jax.data.tokenizer import load_named_tokenizer
     from tinyllm_jax.models.t5 import abstract_params
     from tinyllm_jax.student import Student
-    from tinyllm_jax.tokenizers import load_tokenizer
 
     def abstract_of(meta: dict[str, Any]) -> Any:
         return jax.tree.map(
@@ -504,5 +504,5 @@ def load_student_from_workdir(
     finally:
         ckpt.close()
     if tokenizer is None:
-        tokenizer = load_tokenizer(meta["tokenizer"])
+        tokenizer = load_named_tokenizer(meta["tokenizer"])
     return Student(T5Config(**meta["model"]), params, tokenizer)

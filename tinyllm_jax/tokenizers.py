@@ -9,7 +9,6 @@
   transformers' ``T5Tokenizer``), or a directory written by
   ``ByteTokenizer.save``;
 - a path to a ``tokenizer.json`` file;
-- ``"synthetic"``: the synthetic task's BPE vocabulary, built offline (data/synthetic_tokenizer.py);
 - a Hugging Face hub id such as ``google/flan-t5-small`` (needs network or a
   warm HF cache);
 - ``"t5"`` (alias ``"flan-t5"``): the standard T5 / FLAN-T5 vocabulary, taken
@@ -21,6 +20,11 @@ Every tokenizer has ``pad_id == 0`` because packing uses 0 both as padding and
 as the decoder start token (the T5 convention); ``eos_id`` is 1 for every T5
 vocabulary. ``encode`` never appends EOS: the feature builder adds it, so
 truncation can keep it.
+
+The name ``"synthetic"`` (the synthetic task's BPE vocabulary) is resolved
+one layer up, by ``tinyllm_jax.data.tokenizer.load_named_tokenizer``: building
+it needs the synthetic corpus, and this module must not depend on the data
+package, whose feature builder depends on it.
 """
 
 from __future__ import annotations
@@ -293,9 +297,12 @@ def load_tokenizer(spec: str | os.PathLike) -> Tokenizer:
     if text.lower() in ("t5", "flan-t5"):
         return _t5_vocab()
     if text.lower() == "synthetic":
-        from tinyllm_jax.data.synthetic_tokenizer import build_synthetic_tokenizer
-
-        return build_synthetic_tokenizer()
+        # Without this, the name would go to the hub and fail there with a
+        # message that hides the real cause: the wrong loader was called.
+        raise TokenizerError(
+            "tokenizer 'synthetic' is built from the synthetic corpus; load it with "
+            "tinyllm_jax.data.tokenizer.load_named_tokenizer, not tokenizers.load_tokenizer"
+        )
     path = Path(text).expanduser()
     if path.is_dir():
         return _from_directory(path)

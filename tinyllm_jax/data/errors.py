@@ -1,4 +1,4 @@
-"""The one exception type for bad input data.
+"""The one exception type for bad input data, and the one-value check readers share.
 
 Readers raise `DataError` instead of letting a KeyError or JSONDecodeError
 escape, so a user sees which file, which line or row and which field is wrong
@@ -8,6 +8,8 @@ and what was expected, not a traceback into the parser.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from typing import Any
 
 
 class DataError(ValueError):
@@ -52,3 +54,9 @@ class DataError(ValueError):
         if self.expected is not None:
             text += f" (expected {self.expected})"
         return text
+
+
+def check_choice(value: Any, allowed: Sequence[str], field: str) -> None:
+    """DataError naming `field` unless `value` is one of `allowed`."""
+    if value not in allowed:
+        raise DataError(f"unknown {field} {value!r}", field=field, expected=f"one of {list(allowed)}")

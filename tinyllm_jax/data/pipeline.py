@@ -23,12 +23,16 @@ from tinyllm_jax.data import synthetic
 from tinyllm_jax.data.example import Example
 from tinyllm_jax.data.features import ANSWER_TASK, TaskFeature, build_task_features, feature_lengths
 from tinyllm_jax.data.iterator import BatchIterator, process_layout
+from tinyllm_jax.data.labels import apply_label_options
 from tinyllm_jax.data.packing import auto_packed_lengths, materialize_rows
 from tinyllm_jax.data.report import DataReport
 from tinyllm_jax.data.store import read_store, store_path
-from tinyllm_jax.data.tinyllm import Question, apply_label_options, read_split, store_outputs
+from tinyllm_jax.data.teacher_outputs import store_outputs
+from tinyllm_jax.data.tinyllm import read_split
+from tinyllm_jax.data.tinyllm_files import Question
+from tinyllm_jax.data.tokenizer import load_named_tokenizer
 from tinyllm_jax.spec import DataSpec
-from tinyllm_jax.tokenizers import Tokenizer, load_tokenizer
+from tinyllm_jax.tokenizers import Tokenizer
 
 
 def load_examples(data: DataSpec, split: str) -> tuple[list[Example], DataReport]:
@@ -104,7 +108,7 @@ def _join_store(
 
 
 def tokenizer_for(data: DataSpec) -> Tokenizer:
-    return load_tokenizer(data.tokenizer)
+    return load_named_tokenizer(data.tokenizer)
 
 
 def build_features(

@@ -430,7 +430,7 @@ def generate_split(
             rationale, stated, erred = _teacher_output(t, problem, mistakes, example_id, cfg)
             rationales[t], answers[t] = rationale, stated
             # Disagreement with gold is counted where labels are applied
-            # (tinyllm.apply_label_options, called by the pipeline).
+            # (labels.apply_label_options, called by the pipeline).
             if rationale is None:
                 report.add(f"{t}/missing_rationale")
             elif erred:

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import functools
 
+from tinyllm_jax.data.features import DEFAULT_ANSWER_PREFIX, DEFAULT_TEACHER_PREFIXES
+from tinyllm_jax.data.synthetic import SyntheticConfig, generate_split
+from tinyllm_jax.tokenizers import HFTokenizer
+
 SPECIAL = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2 as in T5
 VOCAB_SIZE = 512
 
 
 @functools.lru_cache(maxsize=2)
-def build_synthetic_tokenizer(vocab_size: int = VOCAB_SIZE):
+def build_synthetic_tokenizer(vocab_size: int = VOCAB_SIZE) -> HFTokenizer:
+    """The synthetic task's BPE vocabulary (cached: training it takes seconds)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    from tinyllm_jax.data.features import DEFAULT_ANSWER_PREFIX, DEFAULT_TEACHER_PREFIXES
-    from tinyllm_jax.data.synthetic import SyntheticConfig, generate_split
-    from tinyllm_jax.tokenizers import HFTokenizer
 
     teachers = ("algebra", "verbal", "steps")
     examples, _ = generate_split("train", SyntheticConfig(), teachers)

@@ -32,19 +32,16 @@ from etils import epath
 
 from tinyllm_jax.data.errors import DataError
 from tinyllm_jax.data.example import Example
+from tinyllm_jax.data.labels import LABEL_SOURCES, apply_label_options
 from tinyllm_jax.data.report import DataReport
 from tinyllm_jax.data.store import read_store, store_path
-from tinyllm_jax.data.tinyllm import (
+from tinyllm_jax.data.teacher_outputs import TeacherOutput, store_outputs
+from tinyllm_jax.data.tinyllm import check_teachers, read_raw_split
+from tinyllm_jax.data.tinyllm_files import (
     BUILTIN_TEACHERS,
-    LABEL_SOURCES,
     SPLITS,
     Question,
-    TeacherOutput,
-    apply_label_options,
-    check_teachers,
     question_path,
-    read_raw_split,
-    store_outputs,
     teacher_chunk_paths,
 )
 

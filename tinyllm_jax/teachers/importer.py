@@ -26,6 +26,7 @@ from tinyllm_jax.atomic import fsync_dir, temporary_name
 from tinyllm_jax.data.errors import DataError
 from tinyllm_jax.data.report import DataReport
 from tinyllm_jax.data.store import append_records, store_path
+from tinyllm_jax.data.tinyllm import read_split
 from tinyllm_jax.teachers.config import TeacherError
 
 # The models that wrote the published files (../shared/README.md).
@@ -76,8 +77,6 @@ def import_split(
     report: DataReport | None = None,
 ) -> list[ImportResult]:
     """Import one split's published teachers; returns one result per teacher."""
-    from tinyllm_jax.data.tinyllm import read_split
-
     unknown = sorted(set(teachers) - set(PUBLISHED_MODELS))
     if unknown:
         raise TeacherError(f"--teachers: {unknown} are not published TinyLLM teachers "
