@@ -6,12 +6,9 @@ import numpy as np
 import pytest
 
 from tinyllm_jax import Student
-from tinyllm_jax.models.t5 import (
-    SIZES,
-    abstract_params,
-    count_params,
-    relative_position_bucket_table,
-)
+from tinyllm_jax.models.layers import relative_position_bucket_table
+from tinyllm_jax.models.t5 import abstract_params, count_params
+from tinyllm_jax.models.t5_config import SIZES
 
 torch = pytest.importorskip("torch")
 

@@ -31,7 +31,8 @@ from tinyllm_jax import setup as setup_lib
 from tinyllm_jax.cli import fail
 from tinyllm_jax.configs import MODEL_SIZES
 from tinyllm_jax.memory import format_bytes
-from tinyllm_jax.models.t5 import SIZES, abstract_params, count_params
+from tinyllm_jax.models.t5 import abstract_params, count_params
+from tinyllm_jax.models.t5_config import SIZES
 from tinyllm_jax.sharding import make_mesh
 from tinyllm_jax.spec import RUNTIME_MODEL_FIELDS, ConfigError, MeshSpec, RunSpec, parse
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import ml_collections
 
-from tinyllm_jax.models.t5 import SIZES, T5Config
+from tinyllm_jax.models.t5_config import SIZES, T5Config
 from tinyllm_jax.spec import config_defaults, parse_teachers
 
 # Student shapes by short name. "tiny" and "mini" are for tests and the CPU demo.

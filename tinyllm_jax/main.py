@@ -16,7 +16,14 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+# Importing these touches no device: distributed start-up and the compile
+# check's fake devices can still choose the backend afterwards.
+from tinyllm_jax import train
+from tinyllm_jax.aot import run_from_spec
 from tinyllm_jax.cli import fail
+from tinyllm_jax.eval_workdir import evaluate_workdir
+from tinyllm_jax.selfcheck import run_selfcheck
+from tinyllm_jax.sharding import maybe_initialize_distributed
 from tinyllm_jax.spec import ConfigError, parse
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -37,8 +44,6 @@ def main(argv: list[str]) -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("tinyllm_jax").setLevel(logging.INFO)
     if _MODE.value == "selfcheck":
-        from tinyllm_jax.selfcheck import run_selfcheck
-
         run_selfcheck()
         return
     try:
@@ -55,8 +60,6 @@ def main(argv: list[str]) -> None:
     except ConfigError as e:
         fail(str(e))
     if compile_only:
-        from tinyllm_jax.aot import run_from_spec
-
         try:
             run_from_spec(spec)
         except ValueError as e:
@@ -65,13 +68,8 @@ def main(argv: list[str]) -> None:
     if not _WORKDIR.value:
         fail("--workdir is required")
 
-    from tinyllm_jax.sharding import maybe_initialize_distributed
-
     # Before any other JAX call: it decides how many devices exist.
     maybe_initialize_distributed(spec.distributed)
-    from tinyllm_jax import train
-    from tinyllm_jax.eval_workdir import evaluate_workdir
-
     try:
         if _MODE.value == "train":
             train.train_and_evaluate(spec, _WORKDIR.value)

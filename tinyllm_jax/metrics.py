@@ -18,14 +18,14 @@ from typing import Any
 
 import jax
 
+from tinyllm_jax.data.store import repair_partial_tail
+
 log = logging.getLogger(__name__)
 
 
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
     line = json.dumps(record, sort_keys=True) + "\n"
     if os.path.exists(path):
-        from tinyllm_jax.data.store import repair_partial_tail
-
         repair_partial_tail(path)
     with open(path, "a", encoding="utf-8") as f:
         f.write(line)

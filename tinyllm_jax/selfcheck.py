@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from tinyllm_jax.decode import greedy_decode
-from tinyllm_jax.models.t5 import SIZES, T5, T5Config, abstract_params, count_params, init_params
+from tinyllm_jax.models.t5 import T5, abstract_params, count_params, init_params
+from tinyllm_jax.models.t5_config import SIZES, T5Config
 
 _EXPECTED = {"flan-t5-small": 76_961_152, "flan-t5-base": 247_577_856}
 

@@ -23,7 +23,7 @@ import numpy as np
 import optax
 
 from tinyllm_jax.losses import combine, task_sums
-from tinyllm_jax.models.t5 import T5, T5Config
+from tinyllm_jax.models.t5 import T5, T5Config, init_params
 
 Array = jax.Array
 
@@ -46,8 +46,6 @@ class TrainState:
 
 def init_state(config: T5Config, tx: optax.GradientTransformation, seed: int) -> TrainState:
     """Fresh state; jit this with out_shardings to create it already sharded."""
-    from tinyllm_jax.models.t5 import init_params
-
     key = jax.random.PRNGKey(seed)
     init_key, rng = jax.random.split(key)
     params = flax.linen.meta.unbox(init_params(config, init_key))

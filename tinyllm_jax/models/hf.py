@@ -21,7 +21,7 @@ import numpy as np
 from flax import linen as nn
 
 from tinyllm_jax.atomic import write_bytes_atomic, write_json_atomic
-from tinyllm_jax.models.t5 import T5Config
+from tinyllm_jax.models.t5 import T5Config, abstract_params
 
 log = logging.getLogger(__name__)
 
@@ -322,8 +322,6 @@ _ABSTRACT_CACHE: dict[T5Config, Any] = {}
 
 
 def _abstract_unboxed(cfg: T5Config) -> Any:
-    from tinyllm_jax.models.t5 import abstract_params
-
     key = cfg.replace(dtype="float32", remat="none", dropout_rate=0.0)
     if key not in _ABSTRACT_CACHE:
         _ABSTRACT_CACHE[key] = nn.meta.unbox(abstract_params(key))

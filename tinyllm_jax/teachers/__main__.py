@@ -16,6 +16,7 @@ from ml_collections import config_flags
 from tinyllm_jax.data.errors import DataError
 from tinyllm_jax.teachers import config as teacher_config
 from tinyllm_jax.teachers.config import TeacherError
+from tinyllm_jax.teachers.runner import run
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Teacher config file, e.g. configs/teachers/demo.py.", lock_config=True
@@ -45,8 +46,6 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if _CONFIG.value is None:
         raise app.UsageError("--config=configs/teachers/<name>.py is required")
-    from tinyllm_jax.teachers.runner import run
-
     try:
         spec = _select(teacher_config.run_spec(_CONFIG.value))
         run(spec, _CONFIG.value.data, dry_run=_DRY_RUN.value)

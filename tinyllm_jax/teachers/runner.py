@@ -11,7 +11,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tinyllm_jax.data.example import Example
+from tinyllm_jax.data.pipeline import load_examples
 from tinyllm_jax.data.store import store_path
+from tinyllm_jax.spec import data_spec
 from tinyllm_jax.teachers import backends
 from tinyllm_jax.teachers.config import RunSpec, TeacherError, TeacherSpec
 from tinyllm_jax.teachers.generate import SplitResult, generate_split
@@ -21,9 +23,7 @@ from tinyllm_jax.teachers.prompts import PromptBuilder
 def load_split(data_cfg: Any, split: str) -> list[Example]:
     """One split through the training pipeline's reader, so teachers see the
     same examples (ids, questions, choices) the student will be trained on."""
-    from tinyllm_jax.data.pipeline import load_examples
-
-    loaded = load_examples(data_cfg, split)
+    loaded = load_examples(data_spec(data_cfg), split)
     # Readers return (examples, DataReport); accept a bare list as well.
     examples = loaded[0] if isinstance(loaded, tuple) else loaded
     return list(examples)

@@ -18,7 +18,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tinyllm_jax.data.synthetic import SyntheticConfig, generate_split
 from tinyllm_jax.teachers.config import TeacherError
+from tinyllm_jax.teachers.prompts import FORCED_INSTRUCTION, OPEN_INSTRUCTION
 
 SPECIALS = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2 as in T5
 
@@ -58,9 +60,6 @@ def load_tokenizer_file(source: str | Path) -> Any:
 
 
 def _synthetic_texts(n: int = 400) -> list[str]:
-    from tinyllm_jax.data.synthetic import SyntheticConfig, generate_split
-    from tinyllm_jax.teachers.prompts import FORCED_INSTRUCTION, OPEN_INSTRUCTION
-
     cfg = SyntheticConfig(train_size=n, valid_size=0, test_size=0)
     examples, _ = generate_split("train", cfg)
     texts = [FORCED_INSTRUCTION, OPEN_INSTRUCTION, "Question:\nOptions:\nAnswer:\nRationale:"]

@@ -1,0 +1,176 @@
+"""The run's specs: frozen dataclasses whose field defaults are the project's defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from tinyllm_jax.data import synthetic
+from tinyllm_jax.data.features import DEFAULT_ANSWER_PREFIX
+from tinyllm_jax.models.t5_config import T5Config
+
+DATASETS = ("synthetic", "obqa", "arc", "piqa", "riddle", "pubmedqa", "bioasq")
+SPLITS = ("train", "valid", "test")
+BEST_METRICS = ("accuracy", "accuracy_normalized", "accuracy_ranked")
+# Model fields that change how the step runs, not the parameters: they may
+# differ between a checkpoint and the run that restores it.
+RUNTIME_MODEL_FIELDS = ("dtype", "remat", "scan_layers", "dropout_rate")
+DTYPES = ("float32", "bfloat16")
+REMAT = ("none", "full", "dots")
+
+
+class ConfigError(ValueError):
+    """The config has values out of range or fields that contradict each other."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid config:\n  " + "\n  ".join(self.problems))
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    name: str = "synthetic"
+    # Root of the TinyLLM files (the datasets' manual dir); unused for synthetic.
+    data_dir: str = ""
+    # <store>/<dataset>/<teacher>/<split>.jsonl written by tinyllm_jax.teachers.
+    rationale_store: str = ""
+    use_tfds: bool = False
+    tfds_data_dir: str = ""
+    teachers: tuple[str, ...] = ()
+    answer_prefix: str = DEFAULT_ANSWER_PREFIX
+    # One per teacher; () = "explain: ", "rationale: ", ... (resolved by `parse`).
+    teacher_prefixes: tuple[str, ...] = ()
+    label_source: str = "gold"  # or "teacher": train on the teachers' stated answers
+    drop_disagreeing: bool = False
+    max_input_len: int = 512
+    max_target_len: int = 256
+    packing: bool = True
+    packed_input_len: int = 0  # 0 = chosen from the data
+    packed_target_len: int = 0
+    tokenizer: str = "t5"  # t5, synthetic, byte, a directory or an HF hub id
+    seed: int = 0
+    train_fraction: float = 1.0  # data-efficiency runs train on a prefix of train
+    synthetic: synthetic.SyntheticConfig = dataclasses.field(
+        default_factory=synthetic.SyntheticConfig)
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+    answer_weight: float = 1.0  # gamma
+    rationale_weights: tuple[float, ...] = ()  # alpha_k, one per teacher; () = all 1.0
+    z_loss: float = 0.0
+    label_smoothing: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+    name: str = "adamw"  # or "adafactor"
+    lr: float = 5e-5  # the paper's
+    schedule: str = "constant"  # "constant", "linear" or "cosine" decay after warm-up
+    warmup_steps: int = 0
+    end_lr_fraction: float = 0.0
+    weight_decay: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    clip_norm: float = 1.0  # 0 disables
+    accumulate_steps: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+    steps: int = 1000
+    # > 0: train for this many passes over the training rows instead, so runs
+    # whose tasks pack into different row counts see each example equally often.
+    epochs: float = 0.0
+    batch_size: int = 16  # global rows per step (packed rows hold several pairs)
+    log_every: int = 50
+    eval_every: int = 500  # 0 = no evaluation during training
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    keep_best: bool = True
+    async_checkpoints: bool = True
+    nonfinite: str = "stop"  # "stop" or "skip"
+    progress_bar: bool = True
+    plot: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec:
+    batch_size: int = 64
+    # Batches shortest pair first, each padded to its own bucketed length (a
+    # few compiled shapes) instead of every batch to the longest pair.
+    by_length: bool = True
+    max_new_tokens: int = 0  # 0 = longest gold answer + 8
+    splits: tuple[str, ...] = ("valid",)
+    final_split: str = "test"  # "" = no final evaluation
+    rank_choices: bool = True  # also report rank-classification accuracy
+    # Validation metric that picks the best checkpoint.
+    best_metric: str = "accuracy"
+    rationales: bool = False  # also decode each teacher prefix at --mode=eval
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshSpec:
+    data: int = -1  # -1: the devices the other axes leave
+    fsdp: int = 1
+    tensor: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedSpec:
+    # "auto": initialise when the environment names a cluster (TPU pod, SLURM,
+    # JAX_COORDINATOR_ADDRESS); "yes" always; "no" never.
+    initialize: str = "auto"
+    coordinator_address: str = ""
+    num_processes: int = 0
+    process_id: int = -1
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    seed: int = 0
+    init_from: str = ""  # HF T5 directory or hub id to start from ("" = random init)
+    model: T5Config = dataclasses.field(default_factory=T5Config)
+    data: DataSpec = dataclasses.field(default_factory=DataSpec)
+    loss: LossSpec = dataclasses.field(default_factory=LossSpec)
+    optimizer: OptimizerSpec = dataclasses.field(default_factory=OptimizerSpec)
+    train: TrainSpec = dataclasses.field(default_factory=TrainSpec)
+    eval: EvalSpec = dataclasses.field(default_factory=EvalSpec)
+    mesh: MeshSpec = dataclasses.field(default_factory=MeshSpec)
+    distributed: DistributedSpec = dataclasses.field(default_factory=DistributedSpec)
+
+
+
+# config.train keys that fill EvalSpec, and the EvalSpec field each fills.
+EVAL_KEYS = {
+    "eval_batch_size": "batch_size", "eval_by_length": "by_length",
+    "eval_max_new_tokens": "max_new_tokens", "eval_splits": "splits",
+    "final_eval_split": "final_split", "rank_choices": "rank_choices",
+    "best_metric": "best_metric", "eval_rationales": "rationales",
+}
+SECTIONS = {"data": DataSpec, "loss": LossSpec, "optimizer": OptimizerSpec, "train": TrainSpec,
+            "mesh": MeshSpec, "distributed": DistributedSpec}
+
+
+
+
+def field_default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    return field.default_factory()  # type: ignore[misc]
+
+
+def config_defaults() -> dict[str, Any]:
+    """Every section's default values in the ConfigDict layout (no model section)."""
+    out: dict[str, Any] = {"seed": RunSpec.seed, "init_from": RunSpec.init_from}
+    for name, cls in SECTIONS.items():
+        out[name] = {f.name: field_default(f) for f in dataclasses.fields(cls)}
+    out["data"]["synthetic"] = {}  # only overrides of SyntheticConfig's own defaults
+    for key, field in EVAL_KEYS.items():
+        out["train"][key] = field_default(next(f for f in dataclasses.fields(EvalSpec)
+                                          if f.name == field))
+    return out
+
+
