@@ -46,19 +46,18 @@ def main(argv: list[str]) -> None:
     if _MODE.value == "selfcheck":
         run_selfcheck()
         return
-    try:
-        cfg = _CONFIG.value
-    except (OSError, SyntaxError) as e:  # ml_collections defers load errors to first use
-        fail(f"--config: {str(e).strip().splitlines()[-1]}")
-    if cfg is None:
-        fail("--config is required, e.g. --config=configs/demo.py")
     compile_only = _MODE.value == "compile"
     try:
+        cfg = _CONFIG.value
+        if cfg is None:
+            fail("--config is required, e.g. --config=configs/demo.py")
         # The one validation of every field, before any data is read or
         # anything compiled.
         spec = parse(cfg, reads_data=not compile_only)
     except ConfigError as e:
         fail(str(e))
+    except (OSError, SyntaxError) as e:  # ml_collections defers load errors to first use
+        fail(f"--config: {str(e).strip().splitlines()[-1]}")
     if compile_only:
         try:
             run_from_spec(spec)
