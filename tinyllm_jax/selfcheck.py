@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tinyllm_jax.decode import greedy_decode
+from tinyllm_jax.evaluation.decoding import greedy_decode
 from tinyllm_jax.models.t5 import SIZES, T5, T5Config, abstract_params, count_params, init_params
 
 _EXPECTED = {"flan-t5-small": 76_961_152, "flan-t5-base": 247_577_856}

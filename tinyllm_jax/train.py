@@ -21,14 +21,16 @@ import numpy as np
 from flax import linen as nn
 
 from tinyllm_jax import checkpoint as ckpt_lib
-from tinyllm_jax import evaluate as eval_lib
 from tinyllm_jax import memory as memory_lib
 from tinyllm_jax import metrics as metrics_lib
 from tinyllm_jax import sharding as shard_lib
-from tinyllm_jax.atomic import write_json_atomic, write_jsonl_atomic
+from tinyllm_jax.atomic import write_json_atomic
 from tinyllm_jax.configs import to_t5_config
 from tinyllm_jax.data import pipeline
 from tinyllm_jax.data.features import ANSWER_TASK, task_names, teacher_prefixes_for
+from tinyllm_jax.evaluation.predictions import write_predictions
+from tinyllm_jax.evaluation.scoring import accuracy_text
+from tinyllm_jax.evaluation.split import evaluate_split, generate_rationales, max_new_tokens_for
 from tinyllm_jax.models.t5 import T5Config, abstract_params
 from tinyllm_jax.optim import make_optimizer
 from tinyllm_jax.train_step import (
@@ -135,49 +137,17 @@ def create_state(cfg: Any, config: T5Config, tx: Any, mesh: Any, shardings: Any)
 # --- evaluation -------------------------------------------------------------------
 
 
-def _max_new_tokens(cfg: Any, bundle: DataBundle, split: str) -> int:
-    if cfg.train.eval_max_new_tokens:
-        return int(cfg.train.eval_max_new_tokens)
-    longest = max(
-        (len(bundle.tokenizer.encode(ex.answer)) for ex in bundle.eval_examples[split]), default=8
-    )
-    return longest + 8
-
-
 def run_eval(
     cfg: Any, config: T5Config, params: Any, bundle: DataBundle, split: str, mesh: Any,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    config = config.replace(dropout_rate=0.0)
-    outputs = eval_lib.decode_features(
-        params, config, bundle.eval_features[split], mesh=mesh,
+    examples = bundle.eval_examples[split]
+    return evaluate_split(
+        params, config, bundle.eval_features[split], examples, bundle.tokenizer, mesh,
         batch_size=int(cfg.train.eval_batch_size),
-        max_new_tokens=_max_new_tokens(cfg, bundle, split), eos_id=bundle.tokenizer.eos_id,
-        pad_id=bundle.tokenizer.pad_id, by_length=bool(cfg.train.get("eval_by_length", True)),
+        max_new_tokens=max_new_tokens_for(
+            examples, bundle.tokenizer, int(cfg.train.eval_max_new_tokens)),
+        by_length=bool(cfg.train.get("eval_by_length", True)), rank=bool(cfg.train.rank_choices),
     )
-    ranked = None
-    if cfg.train.rank_choices:
-        ranked = eval_lib.rank_choices(
-            params, config, bundle.eval_features[split], bundle.eval_examples[split],
-            tokenizer=bundle.tokenizer, mesh=mesh, batch_size=int(cfg.train.eval_batch_size),
-            by_length=bool(cfg.train.get("eval_by_length", True)),
-        )
-    return eval_lib.accuracy_report(
-        outputs, bundle.eval_examples[split], bundle.tokenizer, ranked
-    )
-
-
-def _accuracy_text(m: dict[str, float]) -> str:
-    text = f"accuracy {m['accuracy']:.4f} (exact match of the generated answer"
-    text += f"; normalized {m['accuracy_normalized']:.4f}"
-    if "accuracy_ranked" in m:
-        text += f"; choice ranking {m['accuracy_ranked']:.4f}"
-    return text + f"), chance {m['chance']:.4f}"
-
-
-def write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
-    if jax.process_index() != 0:
-        return
-    write_jsonl_atomic(path, rows)
 
 
 # --- preemption ---------------------------------------------------------------------
@@ -353,7 +323,7 @@ def _train_and_evaluate(cfg: Any, workdir: str, preempt: _Preemption) -> dict[st
             writer.write(step, m, kind=f"eval/{split}")
             results[split] = m
             if is_main:
-                print(f"step {step}: {split} {_accuracy_text(m)}", flush=True)
+                print(f"step {step}: {split} {accuracy_text(m)}", flush=True)
         return results
 
     def save(step: int, evals: dict[str, dict[str, float]] | None, force: bool = False) -> None:
@@ -456,7 +426,7 @@ def _train_and_evaluate(cfg: Any, workdir: str, preempt: _Preemption) -> dict[st
         summary.update({f"{split}_{k}": v for k, v in m.items()})
         summary["evaluated_step"] = best if best is not None else step
         if is_main:
-            print(f"final {split}: {_accuracy_text(m)} on {int(m['examples'])} examples "
+            print(f"final {split}: {accuracy_text(m)} on {int(m['examples'])} examples "
                   f"(checkpoint step {summary['evaluated_step']})", flush=True)
     ckpt.close()
     writer.close()
@@ -498,7 +468,7 @@ def evaluate_workdir(
         )
         by_id = {r["id"]: r for r in rows}
         for teacher, prefix in zip(bundle.teachers, prefixes):
-            texts = eval_lib.generate_rationales(
+            texts = generate_rationales(
                 state.params, config.replace(dropout_rate=0.0), bundle.eval_examples[split],
                 prefix=prefix, tokenizer=bundle.tokenizer, mesh=mesh,
                 batch_size=int(cfg.train.eval_batch_size), max_input_len=int(cfg.data.max_input_len),
@@ -510,7 +480,7 @@ def evaluate_workdir(
     write_predictions(workdir_path / f"predictions_{split}.jsonl", rows)
     result = {"split": split, "step": step, **m}
     if jax.process_index() == 0:
-        print(f"{split}: {_accuracy_text(m)} on {int(m['examples'])} examples at checkpoint "
+        print(f"{split}: {accuracy_text(m)} on {int(m['examples'])} examples at checkpoint "
               f"step {step}", flush=True)
         write_json_atomic(workdir_path / f"eval_{split}.json", result)
     return result
