@@ -479,30 +479,3 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.close()
 
-
-def load_student_from_workdir(
-    workdir: str | os.PathLike, tokenizer: Any = None, which: str = "best"
-) -> Any:
-    """A `Student` from a training workdir's best (or latest) checkpoint."""
-    from tinyllm_jax.models.t5 import abstract_params
-    from tinyllm_jax.student import Student
-    from tinyllm_jax.tokenizers import load_tokenizer
-
-    def abstract_of(meta: dict[str, Any]) -> Any:
-        return jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-            __import__("flax").linen.meta.unbox(abstract_params(T5Config(**meta["model"]))),
-        )
-
-    ckpt = Checkpointer(workdir, async_save=False)
-    try:
-        best = ckpt.best_step() if which == "best" else None
-        found = ckpt.restore_params_intact(abstract_of, prefer=best)
-        if found is None:
-            raise FileNotFoundError(f"{ckpt.directory}: no checkpoint to load")
-        _, params, meta = found
-    finally:
-        ckpt.close()
-    if tokenizer is None:
-        tokenizer = load_tokenizer(meta["tokenizer"])
-    return Student(T5Config(**meta["model"]), params, tokenizer)
