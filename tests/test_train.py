@@ -176,6 +176,22 @@ def test_workdir_outputs_and_student_load(finished_run):
     assert isinstance(out[0], str)
 
 
+def test_student_from_workdir_picks_best_or_latest(finished_run):
+    import jax
+    import numpy as np
+
+    from tinyllm_jax import Student
+
+    workdir, summary = finished_run
+    best, latest = Student.from_workdir(workdir), Student.from_workdir(workdir, which="latest")
+    same = jax.tree.leaves(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)),
+                                        best.params, latest.params))
+    assert all(same) == (summary["best_step"] == summary["step"])
+    assert latest.tokenizer is not None and latest.config == best.config
+    with pytest.raises(ValueError, match="which must be 'best' or 'latest'"):
+        Student.from_workdir(workdir, which="newest")
+
+
 def test_restore_refuses_a_different_configuration(finished_run, tmp_path):
     import shutil
 
