@@ -190,6 +190,9 @@ def test_student_from_workdir_picks_best_or_latest(finished_run):
     assert latest.tokenizer is not None and latest.config == best.config
     with pytest.raises(ValueError, match="which must be 'best' or 'latest'"):
         Student.from_workdir(workdir, which="newest")
+    with pytest.raises(FileNotFoundError, match="not a training workdir"):
+        Student.from_workdir(workdir / "tb")
+    assert not (workdir / "tb" / "checkpoints").exists()
 
 
 def test_restore_refuses_a_different_configuration(finished_run, tmp_path):

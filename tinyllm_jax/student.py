@@ -58,6 +58,9 @@ class Student:
         """
         if which not in ("best", "latest"):
             raise ValueError(f"Student.from_workdir: which must be 'best' or 'latest', got {which!r}")
+        if not (Path(workdir) / "checkpoints").is_dir():
+            # Checked here: the Checkpointer would create the directory.
+            raise FileNotFoundError(f"{workdir}: not a training workdir (no checkpoints/ directory)")
 
         def abstract_of(meta: dict[str, Any]) -> Any:
             boxed = abstract_params(T5Config(**meta["model"]))
