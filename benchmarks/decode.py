@@ -11,7 +11,7 @@ Default mode: random token inputs, batch 32, 64 new tokens, median of
 
 `--eval` mode: the full evaluation path on a TinyLLM split (obqa test, 500
 examples, by default): answer-task features, eval batches, greedy decoding,
-detokenising and scoring with `tinyllm_jax.evaluate` (`decode_features` +
+detokenising and scoring with `tinyllm_jax.evaluation` (`decode_features` +
 `accuracy_report`, what `train.py` runs: batches sorted by input length, each
 padded to its bucketed length), against HF `generate` as the reference code
 evaluates (Seq2SeqTrainer with predict_with_generate): the batches in dataset
@@ -99,7 +99,7 @@ def main() -> None:
 
     import torch
 
-    from tinyllm_jax.decode import greedy_decode
+    from tinyllm_jax.evaluation.decoding import greedy_decode
 
     model, cfg, params = _hf_model_and_params(args.layers)
 
@@ -169,7 +169,7 @@ def phase_benchmark(args: argparse.Namespace) -> None:
     """Encoder (+ first step) time and per-step time, from runs of 2 and --new tokens."""
     import torch
 
-    from tinyllm_jax.decode import greedy_decode
+    from tinyllm_jax.evaluation.decoding import greedy_decode
 
     model, cfg, params = _hf_model_and_params(args.layers)
     cfg = cfg.replace(dropout_rate=0.0)
@@ -207,15 +207,16 @@ def phase_benchmark(args: argparse.Namespace) -> None:
 
 
 def eval_benchmark(args: argparse.Namespace) -> None:
-    """Seconds to evaluate a whole split: tinyllm_jax.evaluate vs HF generate."""
+    """Seconds to evaluate a whole split: tinyllm_jax.evaluation vs HF generate."""
     import torch
 
-    from tinyllm_jax import evaluate as eval_lib
     from tinyllm_jax import sharding
     from tinyllm_jax.data.features import ANSWER_TASK, build_task_features
-    from tinyllm_jax.data.pipeline import eval_batches
     from tinyllm_jax.data.tinyllm import read_split
-    from tinyllm_jax.decode import strip_after_eos
+    from tinyllm_jax.evaluation.batching import eval_batches
+    from tinyllm_jax.evaluation.decoding import decode_features, strip_after_eos
+    from tinyllm_jax.evaluation.scoring import accuracy_report
+    from tinyllm_jax.evaluation.split import max_new_tokens_for
     from tinyllm_jax.tokenizers import load_tokenizer
 
     if not (args.data_root / args.dataset).is_dir():
@@ -225,19 +226,19 @@ def eval_benchmark(args: argparse.Namespace) -> None:
     if args.limit:
         examples = examples[: args.limit]
     features, _ = build_task_features(examples, tokenizer, teachers=(), tasks=(ANSWER_TASK,))
-    # train.py's default: the longest gold answer plus 8 tokens.
-    max_new = max(len(tokenizer.encode(ex.answer)) for ex in examples) + 8
+    # Training's default: the longest gold answer plus 8 tokens.
+    max_new = max_new_tokens_for(examples, tokenizer, 0)
     model, cfg, params = _hf_model_and_params(args.layers)
     cfg = cfg.replace(dropout_rate=0.0)
     mesh = sharding.make_mesh(argparse.Namespace(data=-1, fsdp=1, tensor=1))
     eos, pad = tokenizer.eos_id, tokenizer.pad_id
 
     def ours(by_length: bool = True) -> dict[str, Any]:
-        outputs = eval_lib.decode_features(
+        outputs = decode_features(
             params, cfg, features, mesh=mesh, batch_size=args.eval_batch,
             max_new_tokens=max_new, eos_id=eos, pad_id=pad, by_length=by_length,
         )
-        return {"outputs": outputs, "metrics": eval_lib.accuracy_report(
+        return {"outputs": outputs, "metrics": accuracy_report(
             outputs, examples, tokenizer)[0]}
 
     def hf() -> dict[str, Any]:
@@ -255,7 +256,7 @@ def eval_benchmark(args: argparse.Namespace) -> None:
                 ).numpy()[:, 1:]  # drop the decoder start token
             for j, i in enumerate(keep):
                 outputs[eb.example_ids[i]] = strip_after_eos(out[j], eos)
-        return {"outputs": outputs, "metrics": eval_lib.accuracy_report(
+        return {"outputs": outputs, "metrics": accuracy_report(
             outputs, examples, tokenizer)[0]}
 
     systems = {"ours": ours, "hf": hf}

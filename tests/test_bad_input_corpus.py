@@ -85,14 +85,14 @@ def _hf_base(cache: Path) -> Path:
     directory = cache / "hf_base"
     if not directory.exists():
         import jax
+        import numpy as np
         from flax import linen as nn
 
         from tinyllm_jax.models.hf import save_hf_checkpoint
         from tinyllm_jax.models.t5 import T5Config, init_params
 
         config = T5Config(**HF_TINY)
-        params = jax.tree.map(lambda x: __import__("numpy").asarray(x),
-                              nn.meta.unbox(init_params(config, jax.random.PRNGKey(0))))
+        params = jax.tree.map(np.asarray, nn.meta.unbox(init_params(config, jax.random.PRNGKey(0))))
         save_hf_checkpoint(directory, config, params)
     return directory
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tinyllm_jax import Student
-from tinyllm_jax.decode import bucket, greedy_decode, pad_batch, strip_after_eos
+from tinyllm_jax.evaluation.batching import bucket_length, pad_batch
+from tinyllm_jax.evaluation.decoding import greedy_decode, strip_after_eos
 
 torch = pytest.importorskip("torch")
 MAX_NEW = 24
@@ -55,7 +56,7 @@ def test_no_recompilation_for_same_bucket(hf_t5_dirs):
     rng = np.random.default_rng(0)
     for n in (3, 9, 14):  # different lengths, all inside the 16-token bucket
         seqs = [list(rng.integers(2, 300, size=n)) for _ in range(4)]
-        tokens, seg = pad_batch(seqs, bucket(n), 4)
+        tokens, seg = pad_batch(seqs, bucket_length(n), 4)
         greedy_decode(student.params, jnp.asarray(tokens), jnp.asarray(seg),
                       config=student.config, max_new_tokens=8)
     assert greedy_decode._cache_size() == 1

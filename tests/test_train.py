@@ -146,7 +146,7 @@ def test_resume_is_bitwise_identical(finished_run, tmp_path):
 
 
 def test_eval_mode_reproduces_final_accuracy(finished_run):
-    from tinyllm_jax.eval_workdir import evaluate_workdir
+    from tinyllm_jax.evaluation.run import evaluate_workdir
 
     workdir, summary = finished_run
     result = evaluate_workdir(_tiny("steps=8"), str(workdir))
@@ -174,6 +174,25 @@ def test_workdir_outputs_and_student_load(finished_run):
     out = student.generate(["predict: Ann has 3 pens. How many pens does Ann have?"],
                            max_new_tokens=4)
     assert isinstance(out[0], str)
+
+
+def test_student_from_workdir_picks_best_or_latest(finished_run):
+    import jax
+    import numpy as np
+
+    from tinyllm_jax import Student
+
+    workdir, summary = finished_run
+    best, latest = Student.from_workdir(workdir), Student.from_workdir(workdir, which="latest")
+    same = jax.tree.leaves(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)),
+                                        best.params, latest.params))
+    assert all(same) == (summary["best_step"] == summary["step"])
+    assert latest.tokenizer is not None and latest.config == best.config
+    with pytest.raises(ValueError, match="which must be 'best' or 'latest'"):
+        Student.from_workdir(workdir, which="newest")
+    with pytest.raises(FileNotFoundError, match="not a training workdir"):
+        Student.from_workdir(workdir / "tb")
+    assert not (workdir / "tb" / "checkpoints").exists()
 
 
 def test_restore_refuses_a_different_configuration(finished_run, tmp_path):

@@ -23,7 +23,6 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -31,67 +30,17 @@ from typing import Any, NamedTuple
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
 from tinyllm_jax.atomic import write_json_atomic
-from tinyllm_jax.models.t5 import T5Config
+from tinyllm_jax.models.t5_config import RUNTIME_MODEL_FIELDS, T5Config
+from tinyllm_jax.orbax_echoes import collect_failed_reads, orbax_read_echo_filters
 
 log = logging.getLogger(__name__)
 
 BEST_FILE = "best.json"
 ITEMS = ("state", "data", "meta")
 DAMAGED_DIR = "checkpoints_damaged"
-
-
-# How Orbax words a failed array read (its message, not an exception type).
-_ORBAX_READ_ERROR = "Encountered error while reading array index"
-
-
-def _drop_closed_loop_reports(unraisable: Any, _previous: Any = sys.unraisablehook) -> None:
-    # When a restore fails on a damaged array (the integrity check expects
-    # that), TensorStore reads still in flight complete after Orbax has
-    # closed its asyncio loop, and each one reports "Event loop is closed"
-    # as an ignored exception: noise with a traceback that would bury the
-    # one-line error a user must read. Reads that had already failed are
-    # garbage-collected unawaited and report their read error again, after the
-    # restore path has logged it once (how many depends on GC timing). Every
-    # other report passes through.
-    exc = getattr(unraisable, "exc_value", None)
-    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
-        return
-    code = getattr(getattr(unraisable, "object", None), "cr_code", None)
-    if (code is not None and "orbax" in code.co_filename
-            and str(exc).startswith(_ORBAX_READ_ERROR)):
-        return
-    _previous(unraisable)
-
-
-sys.unraisablehook = _drop_closed_loop_reports
-
-
-def _is_orbax_read_echo(exc: BaseException | None) -> bool:
-    """An Orbax array-read failure (raised from Orbax's own frames)."""
-    if exc is None or not str(exc).startswith(_ORBAX_READ_ERROR):
-        return False
-    tb = exc.__traceback__
-    while tb is not None:
-        if "orbax" in tb.tb_frame.f_code.co_filename:
-            return True
-        tb = tb.tb_next
-    return False
-
-
-class _DropFailedRestoreEchoes(logging.Filter):
-    """The same echoes as above reach asyncio's logger too: a gather of
-    several reads that failed together raises the first and, when it is
-    garbage-collected, logs "exception was never retrieved" with the full
-    traceback of another. Only those records are dropped."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        return not _is_orbax_read_echo(exc)
-
-
-logging.getLogger("asyncio").addFilter(_DropFailedRestoreEchoes())
 
 
 class CheckpointMismatchError(ValueError):
@@ -212,8 +161,7 @@ def run_meta(
     model: T5Config, *, teachers: tuple[str, ...], tokenizer: str, dataset: str, vocab: int
 ) -> dict[str, Any]:
     fields = dataclasses.asdict(model)
-    # Runtime choices that do not change the parameters.
-    for k in ("dtype", "remat", "scan_layers", "dropout_rate"):
+    for k in RUNTIME_MODEL_FIELDS:
         fields.pop(k)
     return {
         "model": fields, "teachers": list(teachers), "tokenizer": tokenizer,
@@ -316,13 +264,14 @@ class Checkpointer:
     ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         """(state, data_state, meta) at `step`, placed like `abstract_state`."""
         meta = self._check_fits(step, abstract_state, expected_meta)
-        out = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state),
-                data=ocp.args.JsonRestore(),
-            ),
-        )
+        with orbax_read_echo_filters():
+            out = self.manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state),
+                    data=ocp.args.JsonRestore(),
+                ),
+            )
         return out["state"], dict(out["data"]), meta
 
     def _first_intact(
@@ -346,16 +295,20 @@ class Checkpointer:
                 # Two tries: a passing I/O error (a network filesystem, a
                 # bucket) must not send training back to an older step.
                 for attempt in range(2):
-                    try:
-                        before_read(step)
-                        return step, read(step), damaged
-                    except CheckpointMismatchError:
-                        raise
-                    except Exception as e:  # tensorstore raises a bare Exception for a truncated file
-                        problems = [f"cannot read it back: {_first_line(e)}"]
-                        if attempt == 0:
-                            log.warning("reading %s failed (%s); trying once more",
-                                        self.step_dir(step), problems[0])
+                    with orbax_read_echo_filters():
+                        try:
+                            before_read(step)
+                            return step, read(step), damaged
+                        except CheckpointMismatchError:
+                            raise
+                        except Exception as e:  # tensorstore raises a bare Exception for a truncated file
+                            problems = [f"cannot read it back: {_first_line(e)}"]
+                        # The failed read's leftovers echo its error when
+                        # collected: collect them while the filters hold.
+                        collect_failed_reads()
+                    if attempt == 0:
+                        log.warning("reading %s failed (%s); trying once more",
+                                    self.step_dir(step), problems[0])
             reason = "; ".join(problems)
             damaged.append((step, reason))
             log.warning("checkpoint %s is damaged and is skipped: %s", self.step_dir(step), reason)
@@ -453,8 +406,6 @@ class Checkpointer:
                 os.replace(self.step_dir(step), target)
                 log.warning("moved damaged checkpoint %s to %s", self.step_dir(step), target)
         if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
             multihost_utils.sync_global_devices("tinyllm_jax:move_damaged_checkpoints")
         self.manager.reload()
 
@@ -478,31 +429,3 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
-
-
-def load_student_from_workdir(
-    workdir: str | os.PathLike, tokenizer: Any = None, which: str = "best"
-) -> Any:
-    """A `Student` from a training workdir's best (or latest) checkpoint."""
-    from tinyllm_jax.data.tokenizer import load_named_tokenizer
-    from tinyllm_jax.models.t5 import abstract_params
-    from tinyllm_jax.student import Student
-
-    def abstract_of(meta: dict[str, Any]) -> Any:
-        return jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-            __import__("flax").linen.meta.unbox(abstract_params(T5Config(**meta["model"]))),
-        )
-
-    ckpt = Checkpointer(workdir, async_save=False)
-    try:
-        best = ckpt.best_step() if which == "best" else None
-        found = ckpt.restore_params_intact(abstract_of, prefer=best)
-        if found is None:
-            raise FileNotFoundError(f"{ckpt.directory}: no checkpoint to load")
-        _, params, meta = found
-    finally:
-        ckpt.close()
-    if tokenizer is None:
-        tokenizer = load_named_tokenizer(meta["tokenizer"])
-    return Student(T5Config(**meta["model"]), params, tokenizer)

@@ -21,7 +21,7 @@ from ml_collections import config_flags
 from tinyllm_jax import train
 from tinyllm_jax.aot import run_from_spec
 from tinyllm_jax.cli import fail
-from tinyllm_jax.eval_workdir import evaluate_workdir
+from tinyllm_jax.evaluation.run import evaluate_workdir
 from tinyllm_jax.selfcheck import run_selfcheck
 from tinyllm_jax.sharding import maybe_initialize_distributed
 from tinyllm_jax.spec import ConfigError, parse

@@ -11,8 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from tinyllm_jax.decode import bucket, greedy_decode, pad_batch, strip_after_eos
-from tinyllm_jax.models.t5 import T5, T5Config
+from tinyllm_jax.checkpoint import Checkpointer
+from tinyllm_jax.data.tokenizer import load_named_tokenizer
+from tinyllm_jax.evaluation.batching import bucket_length, pad_batch
+from tinyllm_jax.evaluation.decoding import greedy_decode, strip_after_eos
+from tinyllm_jax.models.hf import load_hf_checkpoint, resolve_checkpoint_dir, save_hf_checkpoint
+from tinyllm_jax.models.t5 import T5, T5Config, abstract_params
+from tinyllm_jax.tokenizers import load_tokenizer
 
 
 class Student:
@@ -26,24 +31,61 @@ class Student:
         self.config = config
         self.params = jax.tree.map(jnp.asarray, nn.meta.unbox(params))
         self.tokenizer = tokenizer
+        # Set by from_workdir: the checkpoint step and its run description.
+        self.checkpoint_step: int | None = None
+        self.run_meta: dict[str, Any] | None = None
         self._forward = jax.jit(
             lambda p, enc, enc_mask, dec: T5(config).apply({"params": p}, enc, dec, enc_mask)
         )
 
     @classmethod
     def load(cls, path: str | os.PathLike, tokenizer: Any = None) -> Student:
+        """From an HF T5 directory or hub id, or a training workdir's best checkpoint."""
         p = Path(path)
         if p.is_dir() and not (p / "config.json").exists() and (p / "checkpoints").is_dir():
-            from tinyllm_jax.checkpoint import load_student_from_workdir
-
-            return load_student_from_workdir(p, tokenizer=tokenizer)
-        from tinyllm_jax.models.hf import load_hf_checkpoint, resolve_checkpoint_dir
-
+            return cls.from_workdir(p, tokenizer=tokenizer)
         directory = resolve_checkpoint_dir(path)
         config, params = load_hf_checkpoint(directory)
         if tokenizer is None:
             tokenizer = _tokenizer_in(directory)
         return cls(config, params, tokenizer)
+
+    @classmethod
+    def from_workdir(
+        cls, workdir: str | os.PathLike, *, which: str = "best", tokenizer: Any = None
+    ) -> Student:
+        """The best (or `which="latest"`) intact checkpoint of a training workdir.
+
+        The model shape and the tokenizer name come from the checkpoint's run
+        description, so no configuration is needed; a damaged step is skipped
+        for the newest intact one, as in training.
+        """
+        if which not in ("best", "latest"):
+            raise ValueError(f"Student.from_workdir: which must be 'best' or 'latest', got {which!r}")
+        if not (Path(workdir) / "checkpoints").is_dir():
+            # Checked here: the Checkpointer would create the directory.
+            raise FileNotFoundError(f"{workdir}: not a training workdir (no checkpoints/ directory)")
+
+        def abstract_of(meta: dict[str, Any]) -> Any:
+            boxed = abstract_params(T5Config(**meta["model"]))
+            return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nn.meta.unbox(boxed))
+
+        ckpt = Checkpointer(workdir, async_save=False)
+        try:
+            best = ckpt.best_step() if which == "best" else None
+            found = ckpt.restore_params_intact(abstract_of, prefer=best)
+            if found is None:
+                raise FileNotFoundError(f"{ckpt.directory}: no checkpoint to load")
+            step, params, meta = found
+        finally:
+            ckpt.close()
+        if tokenizer is None:
+            tokenizer = load_named_tokenizer(meta["tokenizer"])
+        student = cls(T5Config(**meta["model"]), params, tokenizer)
+        # Where the weights came from: --mode=eval reports the step and checks
+        # that the run description matches its configuration.
+        student.checkpoint_step, student.run_meta = step, meta
+        return student
 
     def logits(
         self, input_ids: Any, attention_mask: Any, decoder_input_ids: Any
@@ -63,9 +105,11 @@ class Student:
         results: list[list[int]] = []
         for start in range(0, len(sequences), batch_size):
             chunk = sequences[start : start + batch_size]
-            # Bucketed shapes: a handful of compiled programs serve any input.
-            length = bucket(max(len(s) for s in chunk))
-            rows = batch_size if len(sequences) > batch_size else bucket(len(chunk), 1)
+            # Bucketed shapes (the eval batches' rule): a handful of compiled
+            # programs serve any input.
+            length = bucket_length(max(len(s) for s in chunk))
+            rows = batch_size if len(sequences) > batch_size else bucket_length(
+                len(chunk), cap=batch_size, minimum=1)
             tokens, segments = pad_batch(chunk, length, rows, pad)
             out = greedy_decode(
                 self.params, jnp.asarray(tokens), jnp.asarray(segments), config=self.config,
@@ -91,8 +135,6 @@ class Student:
 
     def save_hf(self, directory: str | os.PathLike) -> Path:
         """Export as an HF T5 directory that transformers loads."""
-        from tinyllm_jax.models.hf import save_hf_checkpoint
-
         return save_hf_checkpoint(directory, self.config, self.params, self.tokenizer)
 
 
@@ -100,6 +142,4 @@ def _tokenizer_in(directory: Path) -> Any:
     names = ("tokenizer.json", "spiece.model", "tinyllm_tokenizer.json")
     if not any((directory / n).exists() for n in names):
         return None
-    from tinyllm_jax.tokenizers import load_tokenizer
-
     return load_tokenizer(str(directory))

@@ -20,15 +20,16 @@ import jax
 import numpy as np
 
 from tinyllm_jax import checkpoint as ckpt_lib
-from tinyllm_jax import evaluate as eval_lib
 from tinyllm_jax import metrics as metrics_lib
 from tinyllm_jax import setup as setup_lib
-from tinyllm_jax.atomic import write_json_atomic, write_jsonl_atomic
-from tinyllm_jax.data.bundle import DataBundle, load_data
+from tinyllm_jax.atomic import write_json_atomic
+from tinyllm_jax.data.bundle import load_data
 from tinyllm_jax.data.features import ANSWER_TASK, task_names
 from tinyllm_jax.data.iterator import BatchIterator
 from tinyllm_jax.data.pipeline import make_iterator
-from tinyllm_jax.models.t5 import T5Config
+from tinyllm_jax.evaluation.predictions import write_predictions
+from tinyllm_jax.evaluation.run import evaluate_run_split
+from tinyllm_jax.evaluation.scoring import accuracy_text
 from tinyllm_jax.preemption import Preemption
 from tinyllm_jax.spec import RunSpec, TrainSpec, parse
 
@@ -37,54 +38,6 @@ log = logging.getLogger(__name__)
 
 class NonFiniteError(RuntimeError):
     """Loss or gradients were NaN/inf and config.train.nonfinite == 'stop'."""
-
-
-# --- evaluation -------------------------------------------------------------------
-
-
-def _max_new_tokens(spec: RunSpec, bundle: DataBundle, split: str) -> int:
-    if spec.eval.max_new_tokens:
-        return spec.eval.max_new_tokens
-    longest = max(
-        (len(bundle.tokenizer.encode(ex.answer)) for ex in bundle.eval_examples[split]), default=8
-    )
-    return longest + 8
-
-
-def run_eval(
-    spec: RunSpec, config: T5Config, params: Any, bundle: DataBundle, split: str, mesh: Any,
-) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    config = config.replace(dropout_rate=0.0)
-    outputs = eval_lib.decode_features(
-        params, config, bundle.eval_features[split], mesh=mesh,
-        batch_size=spec.eval.batch_size,
-        max_new_tokens=_max_new_tokens(spec, bundle, split), eos_id=bundle.tokenizer.eos_id,
-        pad_id=bundle.tokenizer.pad_id, by_length=spec.eval.by_length,
-    )
-    ranked = None
-    if spec.eval.rank_choices:
-        ranked = eval_lib.rank_choices(
-            params, config, bundle.eval_features[split], bundle.eval_examples[split],
-            tokenizer=bundle.tokenizer, mesh=mesh, batch_size=spec.eval.batch_size,
-            by_length=spec.eval.by_length,
-        )
-    return eval_lib.accuracy_report(
-        outputs, bundle.eval_examples[split], bundle.tokenizer, ranked
-    )
-
-
-def _accuracy_text(m: dict[str, float]) -> str:
-    text = f"accuracy {m['accuracy']:.4f} (exact match of the generated answer"
-    text += f"; normalized {m['accuracy_normalized']:.4f}"
-    if "accuracy_ranked" in m:
-        text += f"; choice ranking {m['accuracy_ranked']:.4f}"
-    return text + f"), chance {m['chance']:.4f}"
-
-
-def write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
-    if jax.process_index() != 0:
-        return
-    write_jsonl_atomic(path, rows)
 
 
 # --- steps ----------------------------------------------------------------------------
@@ -188,11 +141,11 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption) -> dic
     def evaluate_now(step: int) -> dict[str, dict[str, float]]:
         results = {}
         for split in spec.eval.splits:
-            m, _ = run_eval(spec, config, state.params, bundle, split, mesh)
+            m, _ = evaluate_run_split(spec, config, state.params, bundle, split, mesh)
             writer.write(step, m, kind=f"eval/{split}")
             results[split] = m
             if is_main:
-                print(f"step {step}: {split} {_accuracy_text(m)}", flush=True)
+                print(f"step {step}: {split} {accuracy_text(m)}", flush=True)
         return results
 
     def save(step: int, evals: dict[str, dict[str, float]] | None, force: bool = False) -> None:
@@ -289,13 +242,13 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption) -> dic
             # Falls back to the newest intact step if the best one is damaged.
             restored = ckpt.restore_intact(abstract, expected_meta=meta, prefer=best)
             best, params = restored.step, restored.state.params
-        m, rows = run_eval(spec, config, params, bundle, split, mesh)
+        m, rows = evaluate_run_split(spec, config, params, bundle, split, mesh)
         write_predictions(workdir_path / f"predictions_{split}.jsonl", rows)
         writer.write(step, m, kind=f"final/{split}")
         summary.update({f"{split}_{k}": v for k, v in m.items()})
         summary["evaluated_step"] = best if best is not None else step
         if is_main:
-            print(f"final {split}: {_accuracy_text(m)} on {int(m['examples'])} examples "
+            print(f"final {split}: {accuracy_text(m)} on {int(m['examples'])} examples "
                   f"(checkpoint step {summary['evaluated_step']})", flush=True)
     ckpt.close()
     writer.close()

@@ -218,7 +218,7 @@ def test_unraisable_filter_drops_only_the_failed_restore_echoes() -> None:
     previous hook."""
     import types
 
-    from tinyllm_jax.checkpoint import _drop_closed_loop_reports
+    from tinyllm_jax.orbax_echoes import drop_failed_read_echoes
 
     def coroutine_from(filename: str) -> types.CoroutineType:
         scope: dict = {}
@@ -228,7 +228,7 @@ def test_unraisable_filter_drops_only_the_failed_restore_echoes() -> None:
     passed: list = []
 
     def report(exc: BaseException, obj: object) -> None:
-        _drop_closed_loop_reports(types.SimpleNamespace(exc_value=exc, object=obj), passed.append)
+        drop_failed_read_echoes(types.SimpleNamespace(exc_value=exc, object=obj), passed.append)
 
     read_error = Exception("Encountered error while reading array index: (slice(0, 3, 1),).")
     orbax, ours = coroutine_from("/x/orbax/checkpoint/serialization.py"), coroutine_from("/x/mine.py")
@@ -245,9 +245,12 @@ def test_unraisable_filter_drops_only_the_failed_restore_echoes() -> None:
         ours.close()
 
 
-def test_asyncio_log_filter_drops_only_orbax_read_errors() -> None:
+def test_asyncio_log_filter_drops_only_orbax_read_errors_inside_the_context() -> None:
     """A failed gather of reads logs "exception was never retrieved" on the
-    asyncio logger; those records go, every other asyncio record stays."""
+    asyncio logger; inside the filters' context those records go, every other
+    asyncio record stays, and outside it nothing is dropped."""
+    from tinyllm_jax.orbax_echoes import orbax_read_echo_filters
+
     def raised_in(filename: str, exc: Exception) -> Exception:
         scope: dict = {"exc": exc}
         exec(compile("def read():\n    raise exc\n", filename, "exec"), scope)
@@ -267,16 +270,71 @@ def test_asyncio_log_filter_drops_only_orbax_read_errors() -> None:
     asyncio_log = logging.getLogger("asyncio")
     handler = Keep()
     asyncio_log.addHandler(handler)
+    echo = raised_in("/x/orbax/checkpoint/serialization.py", Exception(message))
     try:
-        for exc in (raised_in("/x/orbax/checkpoint/serialization.py", Exception(message)),
-                    raised_in("/x/mine.py", Exception(message)),
-                    raised_in("/x/orbax/checkpoint/serialization.py", ValueError("other"))):
-            asyncio_log.error("_GatheringFuture exception was never retrieved",
-                              exc_info=(type(exc), exc, exc.__traceback__))
-        asyncio_log.error("a plain asyncio error")
+        with orbax_read_echo_filters():
+            for exc in (echo, raised_in("/x/mine.py", Exception(message)),
+                        raised_in("/x/orbax/checkpoint/serialization.py", ValueError("other"))):
+                asyncio_log.error("_GatheringFuture exception was never retrieved",
+                                  exc_info=(type(exc), exc, exc.__traceback__))
+            asyncio_log.error("a plain asyncio error")
+        asyncio_log.error("after the restore", exc_info=(type(echo), echo, echo.__traceback__))
     finally:
         asyncio_log.removeHandler(handler)
     kept = [(r.getMessage(), r.exc_info and str(r.exc_info[1])) for r in records]
     assert kept == [("_GatheringFuture exception was never retrieved", message),
                     ("_GatheringFuture exception was never retrieved", "other"),
-                    ("a plain asyncio error", None)]
+                    ("a plain asyncio error", None),
+                    ("after the restore", message)]
+
+
+def test_filters_are_put_back_after_the_context_even_on_error() -> None:
+    import sys
+
+    from tinyllm_jax.orbax_echoes import orbax_read_echo_filters
+
+    hook, filters = sys.unraisablehook, list(logging.getLogger("asyncio").filters)
+    with pytest.raises(KeyError), orbax_read_echo_filters():
+        assert sys.unraisablehook is not hook
+        assert len(logging.getLogger("asyncio").filters) == len(filters) + 1
+        raise KeyError("boom")
+    assert sys.unraisablehook is hook
+    assert logging.getLogger("asyncio").filters == filters
+
+
+def test_importing_checkpoint_changes_no_process_wide_hook_or_logger() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, sys\n"
+        "hook, filters = sys.unraisablehook, list(logging.getLogger('asyncio').filters)\n"
+        "import tinyllm_jax.checkpoint\n"
+        "assert sys.unraisablehook is hook, sys.unraisablehook\n"
+        "assert logging.getLogger('asyncio').filters == filters\n"
+    )
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_failed_reads_echo_nothing_and_leave_the_hook_and_logger_as_they_were(
+    workdir: Path, capfd: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    import gc
+    import sys
+
+    for step in (1, 2, 3):
+        _truncate_array_file(workdir / "checkpoints" / str(step))
+    hook, filters = sys.unraisablehook, list(logging.getLogger("asyncio").filters)
+    ckpt = Checkpointer(workdir, keep=5, keep_best=False, async_save=False)
+    with caplog.at_level(logging.WARNING), pytest.raises(CheckpointCorruptError,
+                                                         match="cannot read it back"):
+        ckpt.restore_intact(_abstract(), expected_meta=META)
+    ckpt.close()
+    assert sys.unraisablehook is hook
+    assert logging.getLogger("asyncio").filters == filters
+    gc.collect()  # anything the restore left uncollected would report now, unfiltered
+    assert "Traceback" not in capfd.readouterr().err
+    assert not [r for r in caplog.records if r.name == "asyncio"]

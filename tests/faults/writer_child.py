@@ -4,7 +4,7 @@ writers in a loop until it is killed, acknowledging each finished write.
     python -m tests.faults.writer_child DIR
 
 Each round r: one metrics.jsonl record (MetricWriter), summary.json replaced
-(write_json_atomic), predictions_test.jsonl replaced (train.write_predictions)
+(write_json_atomic), predictions_test.jsonl replaced (evaluation.predictions.write_predictions)
 and a batch of rationale-store records appended (append_records). After each
 write it prints "<kind> <r>" and flushes, so the parent knows what finished.
 The payloads are large so that a random SIGKILL mostly lands inside a write.
@@ -34,8 +34,8 @@ def store_batch(round_: int) -> list[dict]:
 def main(directory: Path) -> None:
     from tinyllm_jax.atomic import write_json_atomic
     from tinyllm_jax.data.store import append_records, read_store
+    from tinyllm_jax.evaluation.predictions import write_predictions
     from tinyllm_jax.metrics import MetricWriter, read_jsonl
-    from tinyllm_jax.train import write_predictions
 
     directory.mkdir(parents=True, exist_ok=True)
     writer = MetricWriter(directory, enabled=True)

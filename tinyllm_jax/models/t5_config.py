@@ -8,6 +8,10 @@ from typing import Any
 
 import jax.numpy as jnp
 
+# Fields that change how the model runs, not its parameters: they may differ
+# between a checkpoint and the run that restores it.
+RUNTIME_MODEL_FIELDS = ("dtype", "remat", "scan_layers", "dropout_rate")
+
 
 @dataclasses.dataclass(frozen=True)
 class T5Config:

@@ -13,12 +13,12 @@ The ConfigDict keeps its historical layout: evaluation settings sit under
 `config.train` (`eval_batch_size`, `best_metric`, ...) and land in `EvalSpec`.
 """
 
+from tinyllm_jax.models.t5_config import RUNTIME_MODEL_FIELDS
 from tinyllm_jax.spec.parse import data_spec, parse, parse_teachers
 from tinyllm_jax.spec.types import (
     BEST_METRICS,
     DATASETS,
     EVAL_KEYS,
-    RUNTIME_MODEL_FIELDS,
     SECTIONS,
     SPLITS,
     ConfigError,

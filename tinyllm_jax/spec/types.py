@@ -13,9 +13,6 @@ from tinyllm_jax.models.t5_config import T5Config
 DATASETS = ("synthetic", "obqa", "arc", "piqa", "riddle", "pubmedqa", "bioasq")
 SPLITS = ("train", "valid", "test")
 BEST_METRICS = ("accuracy", "accuracy_normalized", "accuracy_ranked")
-# Model fields that change how the step runs, not the parameters: they may
-# differ between a checkpoint and the run that restores it.
-RUNTIME_MODEL_FIELDS = ("dtype", "remat", "scan_layers", "dropout_rate")
 DTYPES = ("float32", "bfloat16")
 REMAT = ("none", "full", "dots")
 

@@ -2,21 +2,26 @@
 
 One compiled program per (model config, batch size, input length,
 max_new_tokens): the token loop is a `lax.while_loop` over a fixed-size
-cache, so nothing recompiles per token, and callers pad batches to a few
-bucket shapes so nothing recompiles per batch either. The loop stops early
-once every row has produced EOS.
+cache, so nothing recompiles per token, and callers pad batches to the
+`batching.bucket_length` shapes so nothing recompiles per batch either. The
+loop stops early once every row has produced EOS.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
+from tinyllm_jax.data.features import TaskFeature
+from tinyllm_jax.evaluation.batching import eval_batches, eval_order
 from tinyllm_jax.models.t5 import T5, T5Config
+from tinyllm_jax.sharding import global_batch
 
 Array = jax.Array
 
@@ -74,28 +79,38 @@ def greedy_decode(
     return out
 
 
-def bucket(n: int, minimum: int = 16) -> int:
-    """Next power of two >= n (and >= minimum): the padded shape for n."""
-    size = minimum
-    while size < n:
-        size *= 2
-    return size
-
-
-def pad_batch(
-    sequences: list[list[int]], length: int, rows: int, pad_id: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad token lists into [rows, length] tokens and 0/1 segment ids."""
-    tokens = np.full((rows, length), pad_id, np.int32)
-    segments = np.zeros((rows, length), np.int32)
-    for r, seq in enumerate(sequences):
-        seq = seq[:length]
-        tokens[r, : len(seq)] = seq
-        segments[r, : len(seq)] = 1
-    return tokens, segments
-
-
-def strip_after_eos(row: np.ndarray, eos_id: int = 1) -> list[int]:
+def strip_after_eos(row: Sequence[int] | np.ndarray, eos_id: int = 1) -> list[int]:
     """Tokens before the first EOS."""
     ids = [int(t) for t in row]
     return ids[: ids.index(eos_id)] if eos_id in ids else ids
+
+
+def decode_features(
+    params: Any, config: T5Config, features: Sequence[TaskFeature], *, mesh: Any,
+    batch_size: int, max_new_tokens: int, eos_id: int, pad_id: int = 0, by_length: bool = True,
+) -> dict[str, list[int]]:
+    """Greedy outputs for answer-task features, keyed by example id.
+
+    `by_length` batches the pairs shortest first, each batch padded to its
+    own bucketed length (batching.eval_batches): far less encoder and
+    cross-attention work on padding, for one compiled program per bucket.
+    """
+    outputs: dict[str, list[int]] = {}
+    order = [features[i].example_id for i in eval_order(features, by_length)]
+    batches = eval_batches(features, batch_size=batch_size, by_length=by_length)
+    for b, eb in enumerate(batches):
+        arrays = global_batch(
+            {k: eb.batch[k] for k in ("encoder_input_tokens", "encoder_segment_ids")}, mesh
+        )
+        out = greedy_decode(
+            params, arrays["encoder_input_tokens"], arrays["encoder_segment_ids"],
+            config=config, max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id,
+        )
+        rows = np.asarray(multihost_utils.process_allgather(out, tiled=True))
+        # Global row r of batch b is feature b*batch_size + r (hosts hold
+        # contiguous shares in process order).
+        for r, row in enumerate(rows):
+            i = b * batch_size + r
+            if i < len(order):
+                outputs[order[i]] = strip_after_eos(row, eos_id)
+    return outputs
