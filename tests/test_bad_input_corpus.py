@@ -1,6 +1,7 @@
-"""Run every case of the bad-input corpus (tests/data/bad/cases.json) and
+"""Run every case of the bad-input corpus (tests/data/bad/cases*.json) and
 print the figures: cases tried, clear errors, counted skips, crashes with a
-bare traceback (must be 0), data lost (must be 0).
+bare traceback, silent wrong results, hangs and data lost (all but the
+first three must be 0).
 
 A case feeds one bad input to the code a user would run: a reader
 (in-process, classified the way the entry points treat exceptions) or the
@@ -12,7 +13,17 @@ command line itself (a subprocess). Outcomes:
   line, the expected exit status, the fragment in the output, no traceback;
 - counted skip: no error, and the case's DataReport key (or counter) is > 0;
 - crash: any other exception, or a traceback in a command's output;
-- data lost: a file of the case's input changed or vanished.
+- silent wrong result: no error where one was expected (or a skip that was
+  not counted): the code went on with a bad input;
+- hang: a command still running after the case's `timeout_s` (default 180);
+- data lost: a file of the case's input changed or vanished (files the case
+  lists under `may_change` are outputs, not inputs).
+
+Besides copying its input, a case's `setup.fs` lays out file-system faults
+in its scratch directory before the call: `{"file": P}` (an empty file),
+`{"dir": P}`, `{"write": [P, text]}`, `{"link": [P, target]}` (a symlink,
+e.g. to /dev/full for a full disk). Paths are relative to the scratch
+directory and may use the placeholders.
 
 Everything else (a vague message, a silent success) is an unexpected outcome
 and fails the test too. Inputs are copied to a scratch directory first.
@@ -157,7 +168,28 @@ def _prepare(case: dict[str, Any], work: Path, cache: Path) -> dict[str, str]:
             os.truncate(hf / name, int((hf / name).stat().st_size * fraction))
     if setup.get("checkpoint_base"):
         _checkpoint_base(work, setup.get("damage", []))
+    for op in setup.get("fs", []):
+        _fs_op(work, _fill(op, ctx))
     return ctx
+
+
+def _fs_op(work: Path, op: dict[str, Any]) -> None:
+    kind, value = next(iter(op.items()))
+    if kind == "link":
+        path = work / value[0]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.symlink_to(value[1])
+        return
+    path = work / (value[0] if isinstance(value, list) else value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "file":
+        path.touch()
+    elif kind == "dir":
+        path.mkdir(exist_ok=True)
+    elif kind == "write":
+        path.write_text(value[1])
+    else:
+        raise ValueError(f"unknown setup.fs operation {kind!r}")
 
 
 # --- how each kind of input is fed to the code -----------------------------------------
@@ -246,8 +278,11 @@ def _classify_call(case: dict[str, Any], ctx: dict[str, str], work: Path) -> tup
 
 def _classify_cli(case: dict[str, Any], ctx: dict[str, str]) -> tuple[str, str]:
     argv = [sys.executable, *_fill(case["argv"], ctx)]
-    proc = subprocess.run(argv, cwd=REPO, env=harness.subprocess_env(), capture_output=True,
-                          text=True, timeout=600)
+    try:
+        proc = subprocess.run(argv, cwd=REPO, env=harness.subprocess_env(), capture_output=True,
+                              text=True, timeout=case.get("timeout_s", 180))
+    except subprocess.TimeoutExpired as e:
+        return "hang", f"still running after {e.timeout}s"
     out = proc.stdout + proc.stderr
     tail = out.strip()[-600:]
     if TRACEBACK in out:
@@ -270,21 +305,25 @@ def _run_case(case: dict[str, Any], root: Path, cache: Path) -> Outcome:
     else:
         result, detail = _classify_call(case, ctx, work)
     after = harness.tree_of(work)
-    lost = sorted(k for k, v in before.items() if after.get(k) != v)
+    outputs = tuple(case.get("may_change", ()))
+    lost = sorted(k for k, v in before.items() if after.get(k) != v and not k.startswith(outputs))
     return Outcome(case, result, detail, lost)
 
 
 def _figures(outcomes: list[Outcome]) -> str:
     count = lambda r: sum(o.result == r for o in outcomes)  # noqa: E731
     unexpected = sum(not o.expected for o in outcomes)
+    silent = count("no error") + count("skip not counted")
     return (f"bad-input corpus: {len(outcomes)} cases tried, {count('clear error')} clear errors, "
             f"{count('counted skip')} counted skips, {count('crash')} crashes with a bare "
-            f"traceback, {sum(bool(o.data_lost) for o in outcomes)} data lost "
+            f"traceback, {silent} silent wrong results, {count('hang')} hangs, "
+            f"{sum(bool(o.data_lost) for o in outcomes)} data lost "
             f"({unexpected} unexpected outcomes)")
 
 
 def test_bad_input_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cases = json.loads((CORPUS / "cases.json").read_text())["cases"]
+    cases = [c for path in sorted(CORPUS.glob("cases*.json"))
+             for c in json.loads(path.read_text())["cases"]]
     ids = [c["id"] for c in cases]
     assert len(ids) == len(set(ids)), "case ids must be unique"
     assert len(cases) >= 30
@@ -310,6 +349,6 @@ def test_bad_input_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
                      f"\n      {o.detail[-400:]}")
     with capsys.disabled():
         print("\n" + "\n".join(lines))
-    assert sum(o.result == "crash" for o in outcomes) == 0, "\n".join(lines)
+    assert sum(o.result in ("crash", "hang") for o in outcomes) == 0, "\n".join(lines)
     assert not any(o.data_lost for o in outcomes), "\n".join(lines)
     assert not bad, "\n".join(lines)
