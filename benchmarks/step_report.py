@@ -25,14 +25,17 @@ from tinyllm_jax.models.t5 import T5Config
 class Timings:
     """What the interleaved run measured, per system name unless noted."""
 
-    prepared: dict[str, list[Any]]  # each system's host batches, warm-up ones first
-    prep_s: dict[str, float]  # host seconds per batch to prepare
-    compile_s: dict[str, float]
-    warmup_s: dict[str, list[float]]
-    steps: dict[str, list[float]]  # timed steady-state steps, one per round
-    losses: dict[str, list[float]]  # warm-up then timed
-    peaks: list[float]  # matmul peak probed before each round (FLOP/s)
-    peak_labels: list[str]
+    # Each system's host batches (warm-up ones first) and seconds per batch to build them.
+    prepared: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    prep_s: dict[str, float] = dataclasses.field(default_factory=dict)
+    compile_s: dict[str, float] = dataclasses.field(default_factory=dict)
+    warmup_s: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    # Steady-state step seconds, one per round; losses of warm-up then timed steps.
+    steps: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    losses: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    # The matmul peak (FLOP/s) probed before each round, and the shape that reached it.
+    peaks: list[float] = dataclasses.field(default_factory=list)
+    peak_labels: list[str] = dataclasses.field(default_factory=list)
 
 
 def results(

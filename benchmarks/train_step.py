@@ -89,7 +89,7 @@ def build_systems(args: argparse.Namespace, cfg: T5Config, work: Workload) -> li
 def time_systems(args: argparse.Namespace, systems: Sequence[System], work: Workload) -> Timings:
     """Prepare every batch, compile and warm up each system, then time interleaved rounds."""
     n_batches = args.warmup + args.steps
-    t = Timings({}, {}, {}, {}, {}, {}, [], [])
+    t = Timings()
     peak = PeakProbe(scale=1.0 if args.size != "tiny" else 0.125)
     for s in systems:
         t0 = time.perf_counter()

@@ -63,8 +63,8 @@ def trainer_rows(
 def data_config(args: argparse.Namespace) -> dict[str, Any]:
     """config.data for the flags: obqa-style TinyLLM data when present, else synthetic."""
     data_root = Path(args.data_root)
-    use_tinyllm = args.data == "obqa" or (args.data == "auto" and (data_root / args.dataset).is_dir())
-    if use_tinyllm:
+    found = (data_root / args.dataset).is_dir()
+    if args.data == "obqa" or (args.data == "auto" and found):
         vocab = Path(args.tokenizer) if args.tokenizer else SHARED / "t5-vocab"
         name, teachers = args.dataset, args.teachers
         tokenizer = str(vocab) if vocab.exists() else "byte"
@@ -79,7 +79,10 @@ def data_config(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _group(features: Sequence[TaskFeature], ids: Sequence[str], size: int) -> list[list[TaskFeature]]:
+def _group(
+    features: Sequence[TaskFeature], ids: Sequence[str], size: int
+) -> list[list[TaskFeature]]:
+    """The pairs of each run of `size` example ids, in id order, whole batches only."""
     by_id: dict[str, list[TaskFeature]] = {}
     for f in features:
         by_id.setdefault(f.example_id, []).append(f)
