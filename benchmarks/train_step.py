@@ -57,7 +57,8 @@ from torch_systems import limit_malloc_caching, torch_systems
 from workload import SHARED, Workload, load_workload, packing_report
 
 from tinyllm_jax.models.hf import save_hf_checkpoint
-from tinyllm_jax.models.t5 import SIZES, T5Config, init_params
+from tinyllm_jax.models.t5 import init_params
+from tinyllm_jax.models.t5_config import SIZES, T5Config
 from tinyllm_jax.train_step import task_coefficients
 
 
