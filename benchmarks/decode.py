@@ -215,6 +215,7 @@ def eval_benchmark(args: argparse.Namespace) -> None:
     from tinyllm_jax.evaluation.decoding import decode_features, strip_after_eos
     from tinyllm_jax.evaluation.scoring import accuracy_report
     from tinyllm_jax.evaluation.split import max_new_tokens_for
+    from tinyllm_jax.spec import MeshSpec
     from tinyllm_jax.tokenizers import load_tokenizer
 
     if not (args.data_root / args.dataset).is_dir():
@@ -228,7 +229,7 @@ def eval_benchmark(args: argparse.Namespace) -> None:
     max_new = max_new_tokens_for(examples, tokenizer, 0)
     model, cfg, params = _hf_model_and_params(args.layers)
     cfg = cfg.replace(dropout_rate=0.0)
-    mesh = sharding.make_mesh(argparse.Namespace(data=-1, fsdp=1, tensor=1))
+    mesh = sharding.make_mesh(MeshSpec(data=-1))
     eos, pad = tokenizer.eos_id, tokenizer.pad_id
 
     def ours(by_length: bool = True) -> dict[str, Any]:

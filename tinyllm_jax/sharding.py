@@ -21,6 +21,8 @@ from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from tinyllm_jax.spec import DistributedSpec, MeshSpec
+
 log = logging.getLogger(__name__)
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -39,7 +41,7 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
 )
 
 
-def mesh_shape(mesh_cfg: Any, num_devices: int) -> tuple[int, int, int]:
+def mesh_shape(mesh_cfg: MeshSpec, num_devices: int) -> tuple[int, int, int]:
     """Resolve -1 (at most one) to the devices left over; check the product."""
     dims = [int(mesh_cfg.data), int(mesh_cfg.fsdp), int(mesh_cfg.tensor)]
     if dims.count(-1) > 1:
@@ -58,7 +60,7 @@ def mesh_shape(mesh_cfg: Any, num_devices: int) -> tuple[int, int, int]:
     return tuple(dims)  # type: ignore[return-value]
 
 
-def make_mesh(mesh_cfg: Any, devices: list | None = None) -> Mesh:
+def make_mesh(mesh_cfg: MeshSpec, devices: list | None = None) -> Mesh:
     devices = devices if devices is not None else jax.devices()
     shape = mesh_shape(mesh_cfg, len(devices))
     # Auto axes: shardings are given to jit and to logical constraints, and
@@ -122,7 +124,7 @@ _CLUSTER_ENV = ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "SLURM_JOB_ID
                 "OMPI_COMM_WORLD_SIZE")
 
 
-def maybe_initialize_distributed(dist_cfg: Any) -> bool:
+def maybe_initialize_distributed(dist_cfg: DistributedSpec) -> bool:
     """Call jax.distributed.initialize() when the config or environment asks.
 
     Must run before anything touches a JAX device. Returns whether it ran.
