@@ -119,7 +119,7 @@ BAD_VALUES = [
     ("data.packed_input_len", 64, "config.data.packed_input_len = 64: must be 0"),
     ("data.teacher_prefixes", ("explain: ",), "one prefix per teacher"),
     ("data.teacher_prefixes", ("predict: ", "why: "), "config.data.teacher_prefixes"),
-    ("data.name", "squad", "config.data.name = 'squad': must be one of"),
+    ("data.name", "../obqa", "config.data.name = '../obqa': must name a dataset"),
     ("data.tokenizer", "", "config.data.tokenizer = ''"),
     ("data.teachers", ("algebra", "algebra"), "names must be non-empty and distinct"),
     ("data.teachers", ("algebra", "gpt4"), "config.data.rationale_store = ''"),

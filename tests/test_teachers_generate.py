@@ -137,6 +137,7 @@ def test_full_command_writes_both_teachers_and_the_loader_reads_them(models, dat
         tokenizer_for,
     )
     from tinyllm_jax.data.tinyllm import read_split
+    from tinyllm_jax.spec import data_spec
 
     out = tmp_path / "store"
     config = write_config(tmp_path / "cfg.py", **settings(models, data_root, out))
@@ -161,6 +162,7 @@ def test_full_command_writes_both_teachers_and_the_loader_reads_them(models, dat
     data_cfg = {"name": DATASET, "data_dir": str(data_root), "rationale_store": str(out),
                 "teachers": TEACHERS, "tokenizer": "byte", "max_input_len": 512,
                 "max_target_len": 128}
+    data_cfg = data_spec(data_cfg)
     examples, report = load_examples(data_cfg, "valid")
     assert len(examples) == 8
     for teacher in TEACHERS:

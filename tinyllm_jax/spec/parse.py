@@ -76,7 +76,12 @@ def _data(values: dict[str, Any], problems: list[str], reads_data: bool = True) 
     names = [x.name for x in dataclasses.fields(DataSpec)]
     values = split_known(values, names, "config.data", problems)
     f = Fields(values, DataSpec, "config.data", problems)
-    name = f.text("name", DATASETS)
+    # Any dataset in the TinyLLM layout is read by its directory name; the
+    # TFDS builders cover the known ones (DATASETS) and say so for others.
+    name = f.text("name")
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        f.bad("name", name, "must name a dataset: 'synthetic' or a directory under "
+              f"config.data.data_dir such as {list(DATASETS[1:])}")
     try:
         teachers = parse_teachers(f.raw("teachers"))
     except ConfigError as e:
