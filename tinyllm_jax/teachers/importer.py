@@ -106,7 +106,10 @@ def import_split(
     results = [
         ImportResult(dataset, split, t, store_path(out_dir, dataset, t, split)) for t in teachers
     ]
-    if not overwrite and all([_present(r.path) for r in results]):
+    # Every target checked before anything is written: a directory where the
+    # second file belongs must not stop the import after the first.
+    present = [_present(r.path) for r in results]
+    if not overwrite and all(present):
         for r in results:
             r.status = "exists"
         return results

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
 _ADVICE = {
     errno.ENOSPC: "free space on that file system (or write elsewhere) and rerun; "
@@ -30,11 +31,25 @@ _ADVICE = {
 }
 
 
+def _file_in_the_way(path: str) -> Path | None:
+    """The nearest existing ancestor of `path` when it is not a directory."""
+    for parent in Path(path).parents:
+        if parent.exists() or parent.is_symlink():
+            return None if parent.is_dir() else parent
+    return None
+
+
 def os_error_line(err: OSError) -> str:
     """`<path>: <what>; <what to do>` for an OSError (path omitted when unknown)."""
     what = (err.strerror or str(err)).rstrip(".")
-    what = what[:1].lower() + what[1:]
+    if what[1:2].islower():  # "No space left" -> "no space left", but "I/O error" stays
+        what = what[:1].lower() + what[1:]
     advice = _ADVICE.get(err.errno, "check the path and rerun")
+    if err.errno == errno.ENOTDIR and err.filename is not None:
+        blocker = _file_in_the_way(os.fsdecode(err.filename))
+        if blocker is not None:
+            advice = (f"{blocker} is a file, not a directory: choose another path or move "
+                      "that file away")
     paths = [os.fsdecode(p) for p in (err.filename, err.filename2) if p is not None]
     where = " -> ".join(paths)
     return f"{where}: {what}; {advice}" if where else f"{what}; {advice}"
