@@ -297,6 +297,19 @@ def test_copied_chunk_is_refused_even_without_a_question_file(tmp_path):
         read(tmp_path, teachers=("flan",))
 
 
+def test_chunk_copied_from_another_split_is_refused_without_a_question_file(tmp_path):
+    d = tmp_path / "bad" / "llm"
+    d.mkdir(parents=True)
+    (d / "valid_CoT_0.json").write_text(json.dumps(_recovered_chunk("valid")[:7]))
+    shutil.copy(d / "valid_CoT_0.json", d / "train_CoT_0.json")
+    with pytest.raises(DataError, match=r"train_CoT_0\.json: train_CoT_0\.json is byte for byte "
+                                        r"valid_CoT_0\.json of split 'valid'"):
+        read(tmp_path, teachers=("flan",))
+    (d / "train_CoT_0.json").write_text(json.dumps(_recovered_chunk("train")[:7]))
+    examples, report = read(tmp_path, teachers=("flan",))
+    assert len(examples) == 7 and report.counts["recovered_from_teacher_files"] == 7
+
+
 def test_near_miss_chunk_names_are_counted_and_named(tmp_path):
     root = layout(tmp_path)
     llm = root / "bad" / "llm"

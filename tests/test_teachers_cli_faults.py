@@ -147,3 +147,18 @@ def test_import_full_disk_keeps_the_files_already_imported(root, tmp_path):
                           f"{llama}: is a character device, not a regular file")
     assert flan.read_bytes() == before and llama.is_symlink()
     assert not list(flan.parent.glob(".*.tmp")) and not list(llama.parent.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("flag", ["--datasets", "--splits", "--teachers"])
+def test_import_with_an_empty_list_is_an_error_not_a_silent_success(root, tmp_path, flag):
+    argv = {"--datasets": "obqa", "--splits": "train", "--teachers": "flan", flag: ","}
+    done = run("tinyllm_jax.teachers.importer", "--root", str(root), "--out", str(tmp_path / "o"),
+               *[x for kv in argv.items() for x in kv])
+    assert_one_line_error(done, f"{flag}: names nothing")
+    assert not (tmp_path / "o").exists()
+
+
+def test_import_where_the_dataset_directory_is_a_file(root, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "obqa").write_text("x")
+    assert_one_line_error(importer(root, tmp_path / "out"), f"{tmp_path}/out/obqa is a file")

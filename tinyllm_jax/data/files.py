@@ -33,7 +33,9 @@ def check_regular(path: str | os.PathLike[str], *, missing_ok: bool = False,
     path = Path(path)
     try:
         mode = os.stat(path).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
+        # NotADirectoryError: a component of the path is a file, so nothing
+        # is there either (a writer then gets that error with its path).
         if missing_ok:
             return False
         raise DataError("file not found", path=path, expected=expected) from None

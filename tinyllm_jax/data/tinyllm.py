@@ -39,6 +39,7 @@ from tinyllm_jax.data.tinyllm_files import (
     SPLITS,
     Question,
     TeacherRow,
+    check_chunks_belong_to_split,
     question_path,
     read_questions,
     read_teacher_rows,
@@ -190,6 +191,7 @@ def read_raw_split(
             _verify_alignment(questions, rows, qpath)
         label_source = "gold"
     else:
+        check_chunks_belong_to_split(root, dataset, split)
         questions = _recover_questions(rows, dataset, split, report)
         label_source = "teacher"
     outputs = {

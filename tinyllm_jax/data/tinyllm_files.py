@@ -21,6 +21,7 @@ restating it would teach the rationale heads to emit answers.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -372,3 +373,33 @@ def read_teacher_rows(
         first_of.setdefault(key, chunk)
     return rows
 
+
+
+def _chunk_digests(root: str | os.PathLike[str], dataset: str, split: str) -> dict[str, Path]:
+    try:
+        paths = teacher_chunk_paths(root, dataset, split)
+    except DataError:
+        return {}  # that split's own problem, reported when it is read
+    digests = {}
+    for path in paths:
+        try:
+            digests[hashlib.sha256(read_regular_bytes(path)).hexdigest()] = path
+        except DataError:
+            continue
+    return digests
+
+
+def check_chunks_belong_to_split(root: str | os.PathLike[str], dataset: str, split: str) -> None:
+    """Without a question file nothing ties the teacher strings to the split,
+    so a chunk that is byte for byte a chunk of another split (a copy made to
+    fill the gap) is refused instead of being trained on as this split."""
+    mine = _chunk_digests(root, dataset, split)
+    for other in SPLITS:
+        if other == split:
+            continue
+        for digest, path in _chunk_digests(root, dataset, other).items():
+            if digest in mine:
+                raise DataError(
+                    f"{mine[digest].name} is byte for byte {path.name} of split {other!r}",
+                    path=mine[digest], expected=f"the teacher strings of split {split!r}",
+                )

@@ -164,15 +164,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     split_names = [s for s in args.splits.split(",") if s]
+    datasets = [d for d in args.datasets.split(",") if d]
+    teachers = [t for t in args.teachers.split(",") if t]
+    for flag, values, example in (("--datasets", datasets, "obqa,piqa"),
+                                  ("--splits", split_names, "train,valid"),
+                                  ("--teachers", teachers, "flan,llama")):
+        if not values:
+            # An empty list would import nothing and exit 0.
+            print(f"error: {flag}: names nothing; give a comma list, e.g. {flag}={example}",
+                  file=sys.stderr)
+            return 2
     try:
         # Before any reading: a bad --out must not wait for a large dataset.
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        for dataset in [d for d in args.datasets.split(",") if d]:
+        for dataset in datasets:
             report = DataReport()
             for split in split_names:
                 results = import_split(
-                    args.root, dataset, split, args.out,
-                    teachers=[t for t in args.teachers.split(",") if t],
+                    args.root, dataset, split, args.out, teachers=teachers,
                     overwrite=args.overwrite, report=report,
                 )
                 for result in results:
