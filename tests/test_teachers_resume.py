@@ -160,6 +160,22 @@ def test_a_record_without_prompt_hash_cannot_be_kept(tmp_path):
         generate(path, examples(2))
 
 
+def test_resuming_an_old_store_adds_the_question_hash_to_records_it_keeps(tmp_path):
+    path = tmp_path / "train.jsonl"
+    generate(path, examples(4))
+    records = lines(path)
+    for r in records:
+        del r["question_hash"]  # as written before hashes were recorded
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    result, engine = generate(path, examples(4))
+    assert (result.written, result.already_done, engine.prompts) == (0, 4, [])
+    filled = lines(path)
+    assert [{k: v for k, v in r.items() if k != "question_hash"} for r in filled] == records
+    by_id = {e.id: e for e in examples(4)}
+    assert all(r["question_hash"] == question_hash(by_id[r["id"]].question, by_id[r["id"]].choices,
+                                                   by_id[r["id"]].answer) for r in filled)
+
+
 def test_records_outside_this_runs_examples_are_left_alone(tmp_path):
     path = tmp_path / "train.jsonl"
     generate(path, examples(6))

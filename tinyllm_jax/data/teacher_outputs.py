@@ -139,8 +139,9 @@ def store_outputs(
         report.note(
             f"{store.path}: {unchecked} record(s) carry no {QUESTION_HASH} (a store written "
             "before it was recorded), so nothing shows they were generated for these "
-            "questions; they are joined by id unchecked. Re-import or regenerate the store "
-            "to record it"
+            "questions; they are joined by id unchecked. Rerun its teacher generation (which "
+            "adds the hash to records whose prompts still match) or re-import it with "
+            "--overwrite to record it"
         )
     out = []
     for q in questions:

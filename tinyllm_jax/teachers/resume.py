@@ -10,12 +10,15 @@ generated for a question, a demonstration or prompt settings that have since
 changed. `config.on_prompt_mismatch` decides: "refuse" (the default) stops
 with a message naming the file, the count and the first record; "regenerate"
 appends those records to `<split>.jsonl.replaced` (kept, never read as a
-store), rewrites the store without them and generates them again.
+store), rewrites the store without them and generates them again. Kept
+records written before question hashes existed get theirs added, so an old
+store becomes checkable by resuming it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from tinyllm_jax.data.provenance import (
     describe_differences,
     hash_differences,
     is_question_hash,
+    question_hash,
 )
 from tinyllm_jax.data.store import (
     StoreRecord,
@@ -108,12 +112,16 @@ def _why_stale(record: StoreRecord, example: Example, builder: PromptBuilder) ->
     return None
 
 
-def stale_records(records: Sequence[StoreRecord], examples: Sequence[Example],
-                  builder: PromptBuilder) -> list[Stale]:
-    """Records of `examples`' ids whose prompt or question changed. Records of
-    other ids (beyond this run's `max_examples`) are not this run's to judge."""
+def review(records: Sequence[StoreRecord], examples: Sequence[Example],
+           builder: PromptBuilder) -> tuple[list[Stale], dict[int, dict[str, str]]]:
+    """Records of `examples`' ids whose prompt or question changed, and the
+    question hashes to add (by line) to kept records written before hashes
+    were recorded: their prompt, which holds the question and choices (and
+    the answer when teacher forcing), matches, so the hash of the example is
+    theirs. Records of other ids (beyond this run's `max_examples`) are not
+    this run's to judge."""
     by_id = {e.id: e for e in examples}
-    stale = []
+    stale, fill = [], {}
     for record in records:
         example = by_id.get(record.id)
         if example is None:
@@ -121,20 +129,31 @@ def stale_records(records: Sequence[StoreRecord], examples: Sequence[Example],
         reason = _why_stale(record, example, builder)
         if reason is not None:
             stale.append(Stale(record, reason))
-    return stale
+        elif record.data.get(QUESTION_HASH) is None:
+            fill[record.line] = question_hash(example.question, example.choices, example.answer)
+    return stale, fill
+
+
+def _rewrite(path: Path, drop: set[int], fill: Mapping[int, dict[str, str]]) -> None:
+    """`path` without the lines `drop` and with `fill`'s question hashes added,
+    replaced atomically (a crash leaves the old or the new file)."""
+    kept = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+        if not line.strip() or number in drop:
+            continue
+        if number in fill:
+            data = json.loads(line)
+            line = json.dumps({"id": data["id"], QUESTION_HASH: fill[number], **data},
+                              ensure_ascii=False, allow_nan=False)
+        kept.append(line + "\n")
+    write_text_atomic(path, "".join(kept))
 
 
 def set_aside(path: Path, stale: Sequence[Stale]) -> Path:
-    """Append the stale records to `<path>.replaced`, then rewrite `path`
-    without them (atomically: a crash leaves the old or the new file; the
-    records are in `.replaced` before they leave the store)."""
+    """Append the stale records to `<path>.replaced` (before they leave the
+    store, so a crash in between loses none); returns that path."""
     replaced = path.with_name(path.name + REPLACED_SUFFIX)
     append_records(replaced, [{**s.record.data, "replaced_because": s.reason} for s in stale])
-    drop = {s.record.line for s in stale}
-    lines = path.read_text(encoding="utf-8").split("\n")
-    kept = [line for number, line in enumerate(lines, start=1)
-            if line.strip() and number not in drop]
-    write_text_atomic(path, "".join(line + "\n" for line in kept))
     return replaced
 
 
@@ -145,7 +164,7 @@ def resume(path: Path, examples: Sequence[Example], builder: PromptBuilder, *, m
         raise TeacherError(f"on_prompt_mismatch: expected one of {', '.join(PROMPT_MISMATCH)}; "
                            f"got {policy!r}")
     records = load_existing(path, model=model, generation=generation)
-    stale = stale_records(records, examples, builder)
+    stale, fill = review(records, examples, builder)
     if stale and policy == "refuse":
         first = stale[0]
         raise TeacherError(
@@ -159,5 +178,10 @@ def resume(path: Path, examples: Sequence[Example], builder: PromptBuilder, *, m
         replaced = set_aside(path, stale)
         print(f"{path}: {len(stale)} record(s) written for other prompts moved to {replaced}; "
               "they are generated again", flush=True)
+    if stale or fill:
+        _rewrite(path, {s.record.line for s in stale}, fill)
+    if fill:
+        print(f"{path}: added the question_hash to {len(fill)} record(s) written before it "
+              "was recorded (their prompts match this run's)", flush=True)
     dropped = {s.record.id for s in stale}
     return {r.id for r in records if r.id not in dropped}, len(stale)
