@@ -249,6 +249,15 @@ def _restore_checkpoint(args: dict[str, Any], work: Path) -> dict[str, int]:
     return {"damaged_checkpoints": len(restored.damaged) if restored else 0}
 
 
+def _load_data(args: dict[str, Any], work: Path) -> dict[str, int]:
+    """data.bundle.load_data on a config.data section: the report printed at training start."""
+    from tinyllm_jax.data.bundle import load_data
+    from tinyllm_jax.spec import data_spec
+
+    bundle = load_data(data_spec(args["data"]), tuple(args.get("splits", ())), model_vocab=1 << 20)
+    return dict(bundle.report.counts)
+
+
 RUNNERS: dict[str, Callable[[dict[str, Any], Path], dict[str, int]]] = {
     "read_split": _read_split,
     "load_tokenizer": _load_tokenizer,
@@ -256,6 +265,7 @@ RUNNERS: dict[str, Callable[[dict[str, Any], Path], dict[str, int]]] = {
     "teacher_config": _teacher_config,
     "train": _train,
     "restore_checkpoint": _restore_checkpoint,
+    "load_data": _load_data,
 }
 
 

@@ -304,3 +304,50 @@ def test_real_options_are_consistent():
     assert masked == report.counts["llama/masked_disagreeing"] > 0
     assert report.counts["relabelled_from_teacher"] == 0  # two teachers: ties go to flan
     assert all(e.label_source == "teacher" for e in examples)
+
+
+# ---------------------------------------------------------------- split overlaps
+
+
+def test_split_overlaps_counts_shared_ids_and_repeated_questions():
+    from tinyllm_jax.data.example import Example
+    from tinyllm_jax.data.overlaps import split_overlaps
+
+    def ex(i, q, choices=("a", "b")):
+        return Example(id=i, question=q, choices=choices, answer=choices[0])
+
+    splits = {
+        "test": [ex("t1", "What is red?"), ex("x", "Other?"), ex("t3", "Blue  sky? ")],
+        "train": [ex("x", "Which?"), ex("r1", "What is red?"), ex("r2", "Blue sky?")],
+        "valid": [ex("v1", "What is red?", ("a", "c")), ex("v2", "New one?")],
+    }
+    report = split_overlaps(splits)
+    assert dict(report.counts) == {
+        "overlap/ids_train_and_test": 1,
+        # Same question but other choices is another question.
+        "overlap/test_rows_same_as_train": 2,
+    }
+    assert any("'t1', 't3'" in n and "memorisation" in n for n in report.notes)
+    assert not split_overlaps({"train": splits["train"], "valid": splits["valid"]}).counts
+
+
+def test_data_report_at_training_start_shows_overlaps(tmp_path):
+    from tinyllm_jax.data.bundle import load_data
+    from tinyllm_jax.spec import data_spec
+
+    questions = {
+        "train": QUESTIONS,
+        # q2 again under a new id, and q0's id for another question.
+        "valid": [dict(QUESTIONS[2], id="v9"),
+                  {"id": "q0", "question": "New?", "choices": ["x", "y"], "answer": "x"}],
+    }
+    d = tmp_path / "obqa"
+    d.mkdir()
+    for split, qs in questions.items():
+        (d / f"obqa_{split}.json").write_text("".join(json.dumps(q) + "\n" for q in qs))
+    spec = data_spec({"name": "obqa", "data_dir": str(tmp_path), "teachers": (),
+                      "tokenizer": "byte", "max_input_len": 64, "max_target_len": 16})
+    bundle = load_data(spec, ("valid",), model_vocab=1 << 16)
+    assert bundle.report.counts["overlap/ids_train_and_valid"] == 1
+    assert bundle.report.counts["overlap/valid_rows_same_as_train"] == 1
+    assert "overlap/valid_rows_same_as_train: 1" in bundle.report.format("training data")

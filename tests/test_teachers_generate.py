@@ -23,11 +23,14 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from tinyllm_jax.data.synthetic import SyntheticConfig, generate_split
+from tinyllm_jax.spec import data_spec
 from tinyllm_jax.teachers.config import TeacherError
 
 REPO = Path(__file__).resolve().parents[1]
 T5_VOCAB = REPO.parent / "shared" / "t5-vocab"
-DATASET = "toyqa"
+# A user's own questions under a name the config accepts (config.data.name is
+# one of the known datasets); the files are written here, not the published ones.
+DATASET = "obqa"
 TEACHERS = ("tiny_llama", "tiny_t5")
 
 CONFIG_TEMPLATE = '''"""Test config: two tiny local teachers on a TinyLLM-layout dataset."""
@@ -137,7 +140,6 @@ def test_full_command_writes_both_teachers_and_the_loader_reads_them(models, dat
         tokenizer_for,
     )
     from tinyllm_jax.data.tinyllm import read_split
-    from tinyllm_jax.spec import data_spec
 
     out = tmp_path / "store"
     config = write_config(tmp_path / "cfg.py", **settings(models, data_root, out))
@@ -150,8 +152,8 @@ def test_full_command_writes_both_teachers_and_the_loader_reads_them(models, dat
             lines = read_lines(out / DATASET / teacher / f"{split}.jsonl")
             assert len(lines) == n and len({r["id"] for r in lines}) == n
             for r in lines:
-                assert {"id", "rationale", "teacher_answer", "prompt_hash", "model",
-                        "generation"} <= set(r)
+                assert {"id", "question_hash", "rationale", "teacher_answer", "prompt_hash",
+                        "model", "generation"} <= set(r)
                 assert r["model"] == models[teacher]
                 assert (r["rationale"] is None) == (r["error"] is not None)
                 assert len(r["demo_ids"]) == 2 and r["id"] not in r["demo_ids"]
@@ -159,10 +161,9 @@ def test_full_command_writes_both_teachers_and_the_loader_reads_them(models, dat
             assert kinds == {"causal" if teacher == "tiny_llama" else "seq2seq"}
 
     # The training data loader reads the store like any other teacher.
-    data_cfg = {"name": DATASET, "data_dir": str(data_root), "rationale_store": str(out),
-                "teachers": TEACHERS, "tokenizer": "byte", "max_input_len": 512,
-                "max_target_len": 128}
-    data_cfg = data_spec(data_cfg)
+    data_cfg = data_spec({"name": DATASET, "data_dir": str(data_root), "rationale_store": str(out),
+                          "teachers": TEACHERS, "tokenizer": "byte", "max_input_len": 512,
+                          "max_target_len": 128})
     examples, report = load_examples(data_cfg, "valid")
     assert len(examples) == 8
     for teacher in TEACHERS:
@@ -295,3 +296,42 @@ def test_too_long_prompts_are_recorded_with_a_reason(models, data_root, tmp_path
     assert all(r["demo_ids"] == [] for r in lines)
     _, report = read_split(data_root, DATASET, "valid", ("tiny_llama",), store_dir=out)
     assert report.counts["tiny_llama/generation_error"] == 8
+
+
+HOLD_LOCK = """
+import sys, time
+from tinyllm_jax.teachers.store_lock import store_lock
+with store_lock(sys.argv[1]):
+    print("holding", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_second_generator_on_a_store_file_exits_2_naming_the_holder(models, data_root, tmp_path):
+    from tinyllm_jax.teachers.store_lock import lock_path
+
+    out = tmp_path / "store"
+    config = write_config(
+        tmp_path / "cfg.py",
+        **settings({"tiny_t5": models["tiny_t5"]}, data_root, out, splits=["valid"]),
+    )
+    path = out / DATASET / "tiny_t5" / "valid.jsonl"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path)], cwd=REPO, env=env(),
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        done = subprocess.run(command(config), cwd=REPO, env=env(), capture_output=True,
+                              text=True, timeout=300)
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"another run is writing this store file: pid {holder.pid} on host" in done.stderr
+    assert not path.exists()
+    # The holder was killed: the next run takes the stale lock over and completes.
+    again = subprocess.run(command(config), cwd=REPO, env=env(), capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"taking over the lock left by pid {holder.pid}" in again.stderr
+    assert len(read_lines(path)) == 8 and lock_path(path).read_text() == ""

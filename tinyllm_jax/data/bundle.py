@@ -9,6 +9,7 @@ from typing import Any
 from tinyllm_jax.data import pipeline
 from tinyllm_jax.data.example import Example
 from tinyllm_jax.data.features import ANSWER_TASK, TaskFeature
+from tinyllm_jax.data.overlaps import split_overlaps
 from tinyllm_jax.data.report import DataReport
 from tinyllm_jax.spec import DataSpec
 
@@ -37,15 +38,20 @@ def load_data(data: DataSpec, splits: Sequence[str], *, model_vocab: int,
         )
     report = None
     train_features: list[TaskFeature] = []
+    train_examples: list[Example] = []
     if train:
         # load_examples applies data.train_fraction to the train split.
-        examples, report = pipeline.load_examples(data, "train")
-        train_features, freport = pipeline.build_features(data, examples, tokenizer)
+        train_examples, report = pipeline.load_examples(data, "train")
+        train_features, freport = pipeline.build_features(data, train_examples, tokenizer)
         report.merge(freport)
     eval_features, eval_examples = {}, {}
     for split in splits:
         examples, _ = pipeline.load_examples(data, split)
         feats, _ = pipeline.build_features(data, examples, tokenizer, tasks=(ANSWER_TASK,))
         eval_features[split], eval_examples[split] = feats, examples
+    if report is not None:
+        # Shared ids and eval questions seen in training, in the report
+        # printed at start-up (counted, not fatal).
+        report.merge(split_overlaps({"train": train_examples, **eval_examples}))
     return DataBundle(tokenizer, train_features, eval_features, eval_examples, data.teachers,
                       report)

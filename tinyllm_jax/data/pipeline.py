@@ -23,7 +23,7 @@ from tinyllm_jax.data.iterator import BatchIterator
 from tinyllm_jax.data.labels import apply_label_options
 from tinyllm_jax.data.packing import auto_packed_lengths
 from tinyllm_jax.data.report import DataReport
-from tinyllm_jax.data.store import read_store, store_path
+from tinyllm_jax.data.store import has_store_file, read_store, store_path
 from tinyllm_jax.data.teacher_outputs import store_outputs
 from tinyllm_jax.data.tinyllm import read_split
 from tinyllm_jax.data.tinyllm_files import Question
@@ -60,12 +60,13 @@ def load_examples(data: DataSpec, split: str) -> tuple[list[Example], DataReport
             examples, report = load_tfds_split(
                 data.name, split, data.tfds_data_dir, data.data_dir, data.teachers,
                 label_source=data.label_source, drop_disagreeing=data.drop_disagreeing,
-                store_dir=store_dir,
+                store_dir=store_dir, store_mismatch=data.store_mismatch,
             )
         else:
             examples, report = read_split(
                 data.data_dir, data.name, split, data.teachers, label_source=data.label_source,
                 drop_disagreeing=data.drop_disagreeing, store_dir=store_dir,
+                store_mismatch=data.store_mismatch,
             )
     return _train_prefix(data, split, examples, report)
 
@@ -90,9 +91,10 @@ def _join_store(
     outputs = {}
     for t in teachers:
         path = store_path(data.rationale_store, "synthetic", t, split)
-        if not path.exists():
+        if not has_store_file(path):
             raise ValueError(f"{path}: no rationale store file for teacher {t!r}, split {split!r}")
-        outputs[t] = store_outputs(t, read_store(path), questions, "synthetic/" + split, report)
+        outputs[t] = store_outputs(t, read_store(path), questions, "synthetic/" + split, report,
+                                   mismatch=data.store_mismatch)
     joined = []
     for i, e in enumerate(examples):
         rationales = {**e.rationales, **{t: outputs[t][i].rationale for t in teachers}}

@@ -7,6 +7,10 @@ null). Teacher generation appends with `append_records` while it runs, so a
 crash can leave at most one unterminated last line; `read_store` reports that
 line instead of failing on it, and the next `append_records` repairs it before
 writing, so a resumed run never glues a new record onto a torn one.
+Records the teacher generator and the importer write also carry
+`question_hash`, which joining checks (provenance.py). Only regular files are
+read or appended to: a directory or device where a store file belongs is a
+DataError naming it.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from tinyllm_jax.data.errors import DataError
+from tinyllm_jax.data.files import check_regular, file_kind, read_regular_bytes
 
 try:  # POSIX only; without it two writers must simply not share a file.
     import fcntl
@@ -26,11 +32,18 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 STORE_SUFFIX = ".jsonl"
+STORE_FORMAT = "a rationale store file (JSON lines)"
 
 
 def store_path(store_dir: str | os.PathLike[str], dataset: str, teacher: str, split: str) -> Path:
     """Where the store keeps `teacher`'s outputs for one split of `dataset`."""
     return Path(store_dir) / dataset / teacher / f"{split}{STORE_SUFFIX}"
+
+
+def has_store_file(path: str | os.PathLike[str]) -> bool:
+    """Whether a store file exists at `path`; something else there (a
+    directory, a device) is a DataError, never "no store file"."""
+    return check_regular(path, missing_ok=True, expected=STORE_FORMAT)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,12 +89,7 @@ def read_store(path: str | os.PathLike[str]) -> StoreFile:
     """Parse a store file; every line but an unterminated last one must be a
     JSON object with an `id`, otherwise DataError names the file and line."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError("rationale store file not found", path=path) from None
-    except OSError as e:
-        raise DataError(f"cannot read: {e.strerror}", path=path, expected="a readable file") from None
+    raw = read_regular_bytes(path, missing="rationale store file not found", expected=STORE_FORMAT)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -130,7 +138,7 @@ def stored_ids(path: str | os.PathLike[str]) -> set[str]:
     """Ids already in a store file (empty when it does not exist yet), for
     resuming generation where it stopped."""
     path = Path(path)
-    if not path.exists():
+    if not has_store_file(path):
         return set()
     return read_store(path).ids()
 
@@ -215,6 +223,17 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _write_tail(fd: int, payload: bytes) -> None:
+    _repair_fd(fd)
+    offset = os.lseek(fd, 0, os.SEEK_END)
+    view = memoryview(payload)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+    os.fsync(fd)
+
+
 def append_records(path: str | os.PathLike[str], records: Iterable[Mapping[str, Any]]) -> int:
     """Append records durably; returns how many were written.
 
@@ -230,16 +249,16 @@ def append_records(path: str | os.PathLike[str], records: Iterable[Mapping[str, 
     created = not path.exists()
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise DataError(f"is {file_kind(mode)}, not a regular file", path=path,
+                            expected=STORE_FORMAT)
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)
-        _repair_fd(fd)
-        offset = os.lseek(fd, 0, os.SEEK_END)
-        view = memoryview(payload)
-        while view:
-            written = os.pwrite(fd, view, offset)
-            view = view[written:]
-            offset += written
-        os.fsync(fd)
+        _write_tail(fd, payload)
+    except OSError as e:
+        # pwrite and fsync errors carry no file name; the entry points print it.
+        raise OSError(e.errno, e.strerror, os.fspath(path)) from e
     finally:
         os.close(fd)  # closing also releases the flock
     if created:

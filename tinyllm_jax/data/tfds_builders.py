@@ -34,7 +34,7 @@ from tinyllm_jax.data.errors import DataError
 from tinyllm_jax.data.example import Example
 from tinyllm_jax.data.labels import LABEL_SOURCES, apply_label_options
 from tinyllm_jax.data.report import DataReport
-from tinyllm_jax.data.store import read_store, store_path
+from tinyllm_jax.data.store import has_store_file, read_store, store_path
 from tinyllm_jax.data.teacher_outputs import TeacherOutput, store_outputs
 from tinyllm_jax.data.tinyllm import check_teachers, read_raw_split
 from tinyllm_jax.data.tinyllm_files import (
@@ -290,6 +290,7 @@ def load_tfds_split(
     label_source: str = "gold",
     drop_disagreeing: bool = False,
     store_dir: str | os.PathLike[str] | None = None,
+    store_mismatch: str = "refuse",
 ) -> tuple[list[Example], DataReport]:
     """`read_split`'s result, through TFDS: builds the dataset if needed, reads
     it with `tfds.data_source` and applies the same options. Teachers with a
@@ -307,7 +308,7 @@ def load_tfds_split(
     # Every record lists the same teachers; check the request before decoding all.
     stored = set(record_to_example(source[0]).rationales) if len(source) else set()
     from_store = {t for t in teachers
-                  if store_dir is not None and store_path(store_dir, name, t, split).is_file()}
+                  if store_dir is not None and has_store_file(store_path(store_dir, name, t, split))}
     for t in teachers:
         if t not in from_store and t not in stored:
             raise DataError(f"unknown teacher {t!r} for {name}/{split}", field="teachers",
@@ -318,7 +319,7 @@ def load_tfds_split(
     questions = [Question(e.id, e.question, e.choices, e.answer, row) for row, e in enumerate(raw)]
     outputs: dict[str, list[TeacherOutput]] = {
         t: store_outputs(t, read_store(store_path(store_dir, name, t, split)), questions,
-                         f"{builder.name}/{split}", report)
+                         f"{builder.name}/{split}", report, mismatch=store_mismatch)
         for t in sorted(from_store)
     }
     examples = [

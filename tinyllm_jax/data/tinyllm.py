@@ -14,7 +14,8 @@ wrong questions. Each count goes into the DataReport under the key in brackets.
   label_source="teacher" and ids "<name>-<split>-<row>" [recovered_from_teacher_files].
 - With store_dir, a teacher whose `<store_dir>/<dataset>/<teacher>/<split>.jsonl`
   exists is read from there (joined by id, see teacher_outputs.py) and wins
-  over a built-in name.
+  over a built-in name. Its records' question hashes must match the
+  questions (`store_mismatch`: "refuse" or "drop", see provenance.py).
 - The label options (label_source, drop_disagreeing) are labels.py's.
 """
 
@@ -30,7 +31,7 @@ from tinyllm_jax.data.example import Example
 from tinyllm_jax.data.labels import LABEL_SOURCES, apply_label_options
 from tinyllm_jax.data.report import DataReport
 from tinyllm_jax.data.stated_answers import flan_answer, fold_whitespace
-from tinyllm_jax.data.store import StoreFile, read_store, store_path
+from tinyllm_jax.data.store import StoreFile, has_store_file, read_store, store_path
 from tinyllm_jax.data.teacher_outputs import TeacherOutput, file_outputs, store_outputs
 from tinyllm_jax.data.tinyllm_files import (
     BUILTIN_TEACHERS,
@@ -38,6 +39,7 @@ from tinyllm_jax.data.tinyllm_files import (
     SPLITS,
     Question,
     TeacherRow,
+    check_chunks_belong_to_split,
     question_path,
     read_questions,
     read_teacher_rows,
@@ -97,7 +99,7 @@ def available_teachers(
     names = list(BUILTIN_TEACHERS)
     if store_dir is not None and (Path(store_dir) / dataset).is_dir():
         for d in sorted((Path(store_dir) / dataset).iterdir()):
-            if store_path(store_dir, dataset, d.name, split).is_file() and d.name not in names:
+            if has_store_file(store_path(store_dir, dataset, d.name, split)) and d.name not in names:
                 names.append(d.name)
     return tuple(names)
 
@@ -142,6 +144,7 @@ def read_raw_split(
     teachers: Sequence[str],
     *,
     store_dir: str | os.PathLike[str] | None = None,
+    store_mismatch: str = "refuse",
     report: DataReport | None = None,
 ) -> list[Example]:
     """Examples with the file's labels and every requested teacher's
@@ -157,7 +160,7 @@ def read_raw_split(
                         expected=f"one of {present}" if present else "a TinyLLM data root")
     stores: dict[str, StoreFile] = {}
     for t in teachers:
-        if store_dir is not None and store_path(store_dir, dataset, t, split).is_file():
+        if store_dir is not None and has_store_file(store_path(store_dir, dataset, t, split)):
             stores[t] = read_store(store_path(store_dir, dataset, t, split))
         elif t in BUILTIN_TEACHERS:
             if store_dir is not None and store_path(store_dir, dataset, t, split).parent.is_dir():
@@ -174,21 +177,26 @@ def read_raw_split(
             )
     qpath = question_path(root, dataset, split)
     file_teachers = [t for t in teachers if t not in stores]
+    # A dangling symlink is a broken question file, not an absent one (which
+    # would recover the questions from the teacher files instead).
+    has_questions = qpath.exists() or qpath.is_symlink()
     rows = None
-    if file_teachers or not qpath.exists():
-        if not qpath.exists() and not teacher_chunk_paths(root, dataset, split):
+    if file_teachers or not has_questions:
+        if not has_questions and not teacher_chunk_paths(root, dataset, split):
             raise DataError("question file not found", path=qpath, expected=QUESTION_FORMAT)
         rows = read_teacher_rows(root, dataset, split, report)
-    if qpath.exists():
+    if has_questions:
         questions = read_questions(qpath, report)
         if rows is not None:
             _verify_alignment(questions, rows, qpath)
         label_source = "gold"
     else:
+        check_chunks_belong_to_split(root, dataset, split)
         questions = _recover_questions(rows, dataset, split, report)
         label_source = "teacher"
     outputs = {
-        t: (store_outputs(t, stores[t], questions, qpath, report) if t in stores
+        t: (store_outputs(t, stores[t], questions, qpath, report, mismatch=store_mismatch)
+            if t in stores
             else file_outputs(t, questions, rows, report))
         for t in teachers
     }
@@ -206,16 +214,20 @@ def read_split(
     label_source: str = "gold",
     drop_disagreeing: bool = False,
     store_dir: str | os.PathLike[str] | None = None,
+    store_mismatch: str = "refuse",
 ) -> tuple[list[Example], DataReport]:
     """Read one split of a TinyLLM-layout dataset joined with its teachers.
 
     `teachers` names the rationale sources in task order: "flan" / "llama"
     from the published files, or any teacher with a file in `store_dir`.
+    `store_mismatch` says what a store record generated for another question
+    does: "refuse" (a DataError) or "drop" (counted).
     Returns the examples and a report counting every skip, mask and relabel.
     """
     check_choice(label_source, LABEL_SOURCES, "label_source")
     report = DataReport()
-    raw = read_raw_split(root, dataset, split, teachers, store_dir=store_dir, report=report)
+    raw = read_raw_split(root, dataset, split, teachers, store_dir=store_dir,
+                         store_mismatch=store_mismatch, report=report)
     examples = apply_label_options(raw, check_teachers(teachers), label_source=label_source,
                                    drop_disagreeing=drop_disagreeing, report=report)
     report.add("examples", len(examples))

@@ -21,6 +21,7 @@ restating it would teach the rationale heads to emit answers.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from typing import Any
 
 from tinyllm_jax.data.errors import DataError
 from tinyllm_jax.data.example import LETTERS
+from tinyllm_jax.data.files import read_regular_bytes
 from tinyllm_jax.data.report import DataReport
 from tinyllm_jax.data.stated_answers import fold_whitespace
 
@@ -42,7 +44,13 @@ _Q_MARK = "\n\nQ: "
 _CHOICES_MARK = "\nAnswer Choices:\n"
 _LLAMA_MARK = "llama rationale:"
 _THUS = "Thus, the answer is"
-_CHUNK_RE = re.compile(r"^(train|valid|test)_CoT_(\d+)\.json$")
+# [0-9], not \d: int() also reads other scripts' digits, so "train_CoT_٠.json"
+# would quietly be chunk 0.
+_CHUNK_RE = re.compile(r"^(train|valid|test)_CoT_([0-9]+)\.json$")
+# Names a person probably meant as a chunk ("train_cot_1.json", "train_CoT_1.jsonl",
+# "train_CoT_1 (copy).json"): reported, since a chunk that is silently not read
+# shifts or shortens the split.
+_NEAR_CHUNK_RE = re.compile(r"^(train|valid|test)[ _-]*cot", re.IGNORECASE)
 
 
 # ----------------------------------------------------------------------------
@@ -67,16 +75,11 @@ def question_path(root: str | os.PathLike[str], dataset: str, split: str) -> Pat
 
 def _load_records(path: Path) -> list[tuple[Any, int | None]]:
     """(record, line) pairs from a JSON-lines file or a JSON array file."""
+    raw = read_regular_bytes(path, missing="question file not found", expected=QUESTION_FORMAT)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataError(
-            "question file not found", path=path, expected=QUESTION_FORMAT
-        ) from None
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise DataError("not valid UTF-8", path=path, expected="a UTF-8 JSON file") from None
-    except OSError as e:
-        raise DataError(f"cannot read: {e.strerror}", path=path, expected="a readable file") from None
     if text.lstrip().startswith("["):
         try:
             data = json.loads(text)
@@ -196,16 +199,42 @@ class TeacherRow:
         return f"chunk {self.chunk}, string {self.row - self.chunk * CHUNK_SIZE} of the chunk"
 
 
-def teacher_chunk_paths(root: str | os.PathLike[str], dataset: str, split: str) -> list[Path]:
-    """`{split}_CoT_<k>.json` files in chunk order (numeric, so 10 follows 9);
-    a gap in the numbering is an error, since every later row would shift."""
+def teacher_chunk_paths(
+    root: str | os.PathLike[str], dataset: str, split: str, report: DataReport | None = None
+) -> list[Path]:
+    """`{split}_CoT_<k>.json` files in chunk order (numeric, so 10 follows 9).
+
+    Rows are joined to questions by position, so every way of reading the
+    wrong set of files is an error: two files for one chunk number
+    (`train_CoT_1.json` and `train_CoT_01.json`: one would silently win by
+    directory order) and a gap in the numbering (every later row would shift).
+    Names that look like a chunk of this split but are not read
+    (`train_cot_1.json`, `train_CoT_1.jsonl`) are counted
+    [teacher_files/unrecognised_names] with a note naming them."""
     llm_dir = Path(root) / dataset / "llm"
-    found: dict[int, Path] = {}
+    found: dict[int, list[Path]] = {}
+    near: list[str] = []
     if llm_dir.is_dir():
-        for p in llm_dir.iterdir():
+        for p in sorted(llm_dir.iterdir()):
             m = _CHUNK_RE.match(p.name)
             if m and m.group(1) == split:
-                found[int(m.group(2))] = p
+                found.setdefault(int(m.group(2)), []).append(p)
+            elif not m:
+                n = _NEAR_CHUNK_RE.match(p.name)
+                if n and n.group(1).lower() == split:
+                    near.append(p.name)
+    for number, paths in sorted(found.items()):
+        if len(paths) > 1:
+            names = " and ".join(p.name for p in paths)
+            raise DataError(
+                f"{names} both hold teacher chunk {number} of split {split!r}", path=llm_dir,
+                expected=f"one file per chunk number: keep the right one as "
+                f"{split}_CoT_{number}.json and move the other out of {llm_dir}",
+            )
+    if near and report is not None:
+        report.add("teacher_files/unrecognised_names", len(near))
+        report.note(f"{llm_dir}: not read as teacher chunks of {split!r}: {near} "
+                    f"(chunk files are named exactly {split}_CoT_<k>.json)")
     expected = sorted(found)
     if expected != list(range(len(expected))):
         missing = sorted(set(range(max(expected) + 1)) - set(expected))
@@ -214,7 +243,7 @@ def teacher_chunk_paths(root: str | os.PathLike[str], dataset: str, split: str) 
             path=llm_dir,
             expected=f"{split}_CoT_0.json .. {split}_CoT_{max(expected)}.json without gaps",
         )
-    return [found[k] for k in expected]
+    return [found[k][0] for k in expected]
 
 
 def _parse_choices(block: str, row: int, path: Path, where: str) -> tuple[tuple[str, ...], bool]:
@@ -285,12 +314,27 @@ def parse_teacher_string(text: str, *, path: Path, chunk: int, row: int) -> Teac
     )
 
 
+def _read_chunk(path: Path) -> list:
+    raw = read_regular_bytes(path, expected="a JSON array of strings")
+    try:
+        strings = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise DataError("not valid UTF-8", path=path, expected="a UTF-8 JSON file") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"malformed JSON: {e.msg} at column {e.colno}", path=path,
+                        line=e.lineno, expected="a JSON array of strings") from None
+    if not isinstance(strings, list):
+        raise DataError(f"a JSON {type(strings).__name__} at top level", path=path,
+                        expected="a JSON array of strings")
+    return strings
+
+
 def read_teacher_rows(
     root: str | os.PathLike[str], dataset: str, split: str, report: DataReport | None = None
 ) -> list[TeacherRow]:
     """Every teacher string of a split, parsed, in row order."""
     report = report if report is not None else DataReport()
-    paths = teacher_chunk_paths(root, dataset, split)
+    paths = teacher_chunk_paths(root, dataset, split, report)
     if not paths:
         raise DataError(
             f"no teacher files for split {split!r}",
@@ -298,20 +342,9 @@ def read_teacher_rows(
             expected=f"{split}_CoT_0.json, {split}_CoT_1.json, ... (JSON arrays of strings)",
         )
     rows: list[TeacherRow] = []
+    first_of: dict[tuple[str, ...], int] = {}
     for chunk, path in enumerate(paths):
-        try:
-            strings = json.loads(path.read_text(encoding="utf-8-sig"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"malformed JSON: {e.msg} at column {e.colno}", path=path,
-                            line=e.lineno, expected="a JSON array of strings") from None
-        except UnicodeDecodeError:
-            raise DataError("not valid UTF-8", path=path, expected="a UTF-8 JSON file") from None
-        except OSError as e:
-            raise DataError(f"cannot read: {e.strerror}", path=path,
-                            expected="a readable file") from None
-        if not isinstance(strings, list):
-            raise DataError(f"a JSON {type(strings).__name__} at top level", path=path,
-                            expected="a JSON array of strings")
+        strings = _read_chunk(path)
         if chunk < len(paths) - 1 and len(strings) != CHUNK_SIZE:
             raise DataError(
                 f"chunk {chunk} holds {len(strings)} strings", path=path,
@@ -328,5 +361,45 @@ def read_teacher_rows(
             if parsed.stripped_prompt_line:
                 report.add("teacher_files/stripped_prompt_line")
             rows.append(parsed)
+        key = tuple(strings)
+        if strings and key in first_of:
+            # A copied chunk lines up with the questions only by accident (and
+            # not at all without a question file, where nothing else checks it).
+            raise DataError(
+                f"chunk {chunk} is an exact copy of chunk {first_of[key]} "
+                f"({paths[first_of[key]].name})", path=path,
+                expected=f"each chunk holding its own rows of split {split!r}",
+            )
+        first_of.setdefault(key, chunk)
     return rows
 
+
+
+def _chunk_digests(root: str | os.PathLike[str], dataset: str, split: str) -> dict[str, Path]:
+    try:
+        paths = teacher_chunk_paths(root, dataset, split)
+    except DataError:
+        return {}  # that split's own problem, reported when it is read
+    digests = {}
+    for path in paths:
+        try:
+            digests[hashlib.sha256(read_regular_bytes(path)).hexdigest()] = path
+        except DataError:
+            continue
+    return digests
+
+
+def check_chunks_belong_to_split(root: str | os.PathLike[str], dataset: str, split: str) -> None:
+    """Without a question file nothing ties the teacher strings to the split,
+    so a chunk that is byte for byte a chunk of another split (a copy made to
+    fill the gap) is refused instead of being trained on as this split."""
+    mine = _chunk_digests(root, dataset, split)
+    for other in SPLITS:
+        if other == split:
+            continue
+        for digest, path in _chunk_digests(root, dataset, other).items():
+            if digest in mine:
+                raise DataError(
+                    f"{mine[digest].name} is byte for byte {path.name} of split {other!r}",
+                    path=mine[digest], expected=f"the teacher strings of split {split!r}",
+                )

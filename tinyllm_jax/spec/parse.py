@@ -139,7 +139,8 @@ def _data(values: dict[str, Any], problems: list[str], reads_data: bool = True) 
         problems.append(f"config.data.synthetic: {e}")
         syn = synthetic.SyntheticConfig()
     return DataSpec(
-        name=name, data_dir=data_dir, rationale_store=store, use_tfds=use_tfds,
+        name=name, data_dir=data_dir, rationale_store=store,
+        store_mismatch=f.text("store_mismatch", ("refuse", "drop")), use_tfds=use_tfds,
         tfds_data_dir=tfds_dir, teachers=teachers, answer_prefix=answer_prefix,
         teacher_prefixes=prefixes, label_source=label_source,
         drop_disagreeing=f.boolean("drop_disagreeing"), max_input_len=max_in,

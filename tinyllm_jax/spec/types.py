@@ -32,6 +32,8 @@ class DataSpec:
     data_dir: str = ""
     # <store>/<dataset>/<teacher>/<split>.jsonl written by tinyllm_jax.teachers.
     rationale_store: str = ""
+    # A store record generated for another question than its id's: "refuse" or "drop".
+    store_mismatch: str = "refuse"
     use_tfds: bool = False
     tfds_data_dir: str = ""
     teachers: tuple[str, ...] = ()

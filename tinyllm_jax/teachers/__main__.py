@@ -3,6 +3,9 @@ teacher rationales to `<out_dir>/<dataset>/<teacher>/<split>.jsonl`.
 
 Rerunning the same command resumes: ids already written are skipped.
 `--dry_run=N` prints the prompts of the first N examples and loads no model.
+Every user-caused failure (bad config, bad data, a store another run holds,
+a file-system condition such as a full disk) is one line `error: ...` and
+exit status 2; what was written before it stays.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from ml_collections import config_flags
 from tinyllm_jax.data.errors import DataError
 from tinyllm_jax.teachers import config as teacher_config
 from tinyllm_jax.teachers.config import TeacherError
+from tinyllm_jax.teachers.os_errors import os_error_line
 from tinyllm_jax.teachers.runner import run
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -56,6 +60,9 @@ def main(argv: list[str]) -> None:
         # The data readers report config mistakes ("config.data.data_dir is
         # not set") as ValueError; show them like ours, naming the type.
         print(f"error ({type(err).__name__}): {err}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted; everything written so far is kept, rerun to resume", file=sys.stderr)

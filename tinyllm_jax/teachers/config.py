@@ -20,6 +20,9 @@ TEMPLATES = ("auto", "chat", "plain")
 BACKENDS = ("hf", "vllm", "auto")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEMO_RATIONALES_HELP = '"auto" (first teacher with one), "none", or a teacher name'
+# What a resumed run does with a stored record whose prompt differs from the
+# one it builds now (teachers/resume.py).
+PROMPT_MISMATCH = ("refuse", "regenerate")
 # Dataset and split names become directory and file names; keep them portable.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Teacher names are also config keys, which `--config.teachers.<name>.x=...`
@@ -106,6 +109,10 @@ def base_config() -> ml_collections.ConfigDict:
             # torch CPU threads; 0 keeps torch's default. Tiny models run
             # faster on 1: thread sync costs more than their matmuls.
             "cpu_threads": 0,
+            # A stored record whose prompt or question changed since it was
+            # written: "refuse" (stop, naming it) or "regenerate" (set it
+            # aside in <split>.jsonl.replaced and generate it again).
+            "on_prompt_mismatch": "refuse",
             "prompt": {
                 "k": 2,
                 "seed": 0,
@@ -160,6 +167,7 @@ class RunSpec:
     cpu_threads: int
     prompt: PromptSettings
     teachers: tuple[TeacherSpec, ...]
+    on_prompt_mismatch: str = "refuse"
 
 
 def _choice(where: str, value: Any, allowed: tuple[str, ...]) -> str:
@@ -299,4 +307,6 @@ def run_spec(config: ml_collections.ConfigDict | Mapping[str, Any]) -> RunSpec:
         cpu_threads=_int("config.cpu_threads", cfg.get("cpu_threads", 0), 0),
         prompt=prompt_settings(cfg.get("prompt", {}) or {}),
         teachers=tuple(teacher_spec(name, _to_dict(t)) for name, t in teachers.items()),
+        on_prompt_mismatch=_choice("config.on_prompt_mismatch",
+                                   cfg.get("on_prompt_mismatch", "refuse"), PROMPT_MISMATCH),
     )

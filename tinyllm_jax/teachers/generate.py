@@ -3,38 +3,31 @@
 Each batch is parsed and appended to `<out>/<dataset>/<teacher>/<split>.jsonl`
 with flush + fsync (data/store.py) before the next batch starts, so a crash
 loses at most the batch in flight. A restart reads the file, drops a torn last
-line, skips every id already written and generates the rest: every id ends up
-exactly once. A lock file keeps two runs from writing the same file.
+line, keeps every record it would write again as it is (resume.py: same
+model, settings, prompt and question) and generates the rest: every id ends
+up exactly once. The store file's lock (store_lock.py) keeps two runs from
+writing the same file.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
-import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tinyllm_jax.data.errors import DataError
 from tinyllm_jax.data.example import Example
-from tinyllm_jax.data.store import append_records, read_store, repair_partial_tail
+from tinyllm_jax.data.provenance import QUESTION_HASH, question_hash
+from tinyllm_jax.data.store import append_records
 from tinyllm_jax.teachers.backends import Backend, Generated
 from tinyllm_jax.teachers.config import TeacherError
 from tinyllm_jax.teachers.parsing import Parsed, parse_output
 from tinyllm_jax.teachers.prompts import Prompt, PromptBuilder
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no cross-process lock
-    fcntl = None
-
-# `generation` keys that change what a teacher writes; a resumed run must
-# match them, while backend and dtype may differ (e.g. resuming on a GPU).
-_NOT_COMPARED = ("backend", "dtype")
+from tinyllm_jax.teachers.resume import resume
+from tinyllm_jax.teachers.store_lock import store_lock
 
 
 @dataclasses.dataclass
@@ -46,6 +39,7 @@ class SplitResult:
     path: Path
     total: int
     already_done: int = 0
+    replaced: int = 0
     written: int = 0
     generated: int = 0
     seconds: float = 0.0
@@ -62,6 +56,8 @@ class SplitResult:
             f"{self.teacher}/{self.split}: {self.written} written, {self.already_done} "
             f"already done, of {self.total} -> {self.path}"
         )
+        if self.replaced:
+            line += f" ({self.replaced} redone: written for other prompts)"
         if self.generated:
             line += (
                 f"\n  {self.examples_per_s:.2f} examples/s over {self.seconds:.1f}s "
@@ -86,6 +82,7 @@ def make_record(
         notes.append("hit_max_new_tokens")
     return {
         "id": example.id,
+        QUESTION_HASH: question_hash(example.question, example.choices, example.answer),
         "rationale": parsed.rationale,
         "teacher_answer": parsed.teacher_answer,
         "prompt_hash": prompt.hash,
@@ -96,59 +93,6 @@ def make_record(
         "demo_ids": list(prompt.demo_ids),
         "raw": None if generated is None else generated.text,
     }
-
-
-@contextlib.contextmanager
-def writer_lock(path: Path) -> Iterator[None]:
-    """Hold `<path>.lock` so a second run on the same file fails fast instead
-    of generating the same ids twice."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise TeacherError(
-                    f"{path}: another process is writing this file (lock {lock_path} is held)"
-                ) from None
-        yield
-    finally:
-        os.close(fd)
-
-
-def _comparable(generation: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in generation.items() if k not in _NOT_COMPARED}
-
-
-def existing_ids(path: Path, *, model: str, generation: Mapping[str, Any]) -> set[str]:
-    """Ids already written, after dropping a torn last line; refuses a file
-    written by another model or other generation settings, which a resume
-    would silently mix into one teacher."""
-    if not path.exists():
-        return set()
-    try:
-        store = read_store(path)
-    except DataError as err:
-        raise TeacherError(f"cannot resume: {err}") from err
-    if store.partial_tail is not None:
-        removed = repair_partial_tail(path)
-        print(f"{path}: dropped a torn last line ({removed} bytes); it is redone", flush=True)
-    want = _comparable(generation)
-    ids: set[str] = set()
-    for record in store.records:
-        data = record.data
-        if data.get("model") != model or _comparable(data.get("generation") or {}) != want:
-            raise TeacherError(
-                f"{path}, line {record.line}: written by model {data.get('model')!r} with "
-                f"generation {data.get('generation')!r}, but this run uses model {model!r} "
-                f"with {dict(generation)!r}; use another out_dir or delete the file"
-            )
-        if record.id in ids:
-            raise TeacherError(f"{path}, line {record.line}: id {record.id!r} appears twice")
-        ids.add(record.id)
-    return ids
 
 
 def _fit_prompt(
@@ -189,16 +133,19 @@ def generate_split(
     batch_size: int,
     add_special_tokens: bool,
     progress: bool = True,
+    on_prompt_mismatch: str = "refuse",
 ) -> SplitResult:
     """Generate every missing rationale of `examples` into `out_path`.
 
     `backend` is called only when something is left to generate, so a
-    finished split never loads the model.
+    finished split never loads the model. `on_prompt_mismatch` ("refuse" or
+    "regenerate") is what a record written for another prompt does (resume.py).
     """
     _check_unique(examples, split)
     result = SplitResult(teacher, split, out_path, len(examples), batch_size=batch_size)
-    with writer_lock(out_path):
-        done = existing_ids(out_path, model=model, generation=generation)
+    with store_lock(out_path):
+        done, result.replaced = resume(out_path, examples, builder, model=model,
+                                       generation=generation, policy=on_prompt_mismatch)
         todo = [e for e in examples if e.id not in done]
         result.already_done = len(examples) - len(todo)
         if not todo:

@@ -12,6 +12,11 @@ with no rationale at all in a split (LLaMA in PIQA) gets no file.
 
 Each file is written to a temporary name, fsynced and renamed: an import is
 all or nothing, and an existing file is kept unless --overwrite is given.
+Every record carries the `question_hash` of its question (data/provenance.py),
+so a later join onto edited questions is refused. Each file is written under
+its store lock (store_lock.py), like generation. A directory or device where
+a store file belongs, or an OS error (a file in the --out path, a full disk),
+is one line `error: <path>: ...` and exit status 2; files already imported stay.
 """
 
 from __future__ import annotations
@@ -24,10 +29,13 @@ from pathlib import Path
 
 from tinyllm_jax.atomic import fsync_dir, temporary_name
 from tinyllm_jax.data.errors import DataError
+from tinyllm_jax.data.provenance import QUESTION_HASH, question_hash
 from tinyllm_jax.data.report import DataReport
-from tinyllm_jax.data.store import append_records, store_path
+from tinyllm_jax.data.store import append_records, has_store_file, store_path
 from tinyllm_jax.data.tinyllm import read_split
 from tinyllm_jax.teachers.config import TeacherError
+from tinyllm_jax.teachers.os_errors import os_error_line
+from tinyllm_jax.teachers.store_lock import store_lock
 
 # The models that wrote the published files (../shared/README.md).
 PUBLISHED_MODELS = {
@@ -57,13 +65,27 @@ class ImportResult:
 
 def _write_atomic(path: Path, records: list[dict]) -> None:
     tmp = temporary_name(path)
-    if tmp.exists():
+    if tmp.is_symlink() or tmp.exists():
         tmp.unlink()  # left by an import that was killed
-    # The store's own appender validates and encodes the records; the rename
-    # makes the whole file appear at once.
-    append_records(tmp, records)
-    os.replace(tmp, path)
+    try:
+        # The store's own appender validates and encodes the records; the
+        # rename makes the whole file appear at once.
+        append_records(tmp, records)
+        os.replace(tmp, path)
+    except BaseException:
+        # A full disk (or Ctrl-C) leaves the old file and no half-written one.
+        if tmp.is_file():
+            tmp.unlink()
+        raise
     fsync_dir(path.parent)
+
+
+def _present(path: Path) -> bool:
+    """Whether a store file is there; anything else there is a TeacherError."""
+    try:
+        return has_store_file(path)
+    except DataError as err:
+        raise TeacherError(f"{err}; move it away or choose another --out") from err
 
 
 def import_split(
@@ -84,7 +106,10 @@ def import_split(
     results = [
         ImportResult(dataset, split, t, store_path(out_dir, dataset, t, split)) for t in teachers
     ]
-    if not overwrite and all(r.path.exists() for r in results):
+    # Every target checked before anything is written: a directory where the
+    # second file belongs must not stop the import after the first.
+    present = [_present(r.path) for r in results]
+    if not overwrite and all(present):
         for r in results:
             r.status = "exists"
         return results
@@ -99,12 +124,10 @@ def import_split(
         if result.rationales == 0:
             result.status = "no_rationales"
             continue
-        if result.path.exists() and not overwrite:
-            result.status = "exists"
-            continue
         records = [
             {
                 "id": e.id,
+                QUESTION_HASH: question_hash(e.question, e.choices, e.answer),
                 "rationale": e.rationales.get(t),
                 "teacher_answer": e.teacher_answers.get(t),
                 "prompt_hash": None,  # the published prompts are not known
@@ -118,7 +141,11 @@ def import_split(
             for e in examples
         ]
         result.path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(result.path, records)
+        with store_lock(result.path):
+            if _present(result.path) and not overwrite:
+                result.status = "exists"
+                continue
+            _write_atomic(result.path, records)
     return results
 
 
@@ -137,13 +164,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     split_names = [s for s in args.splits.split(",") if s]
+    datasets = [d for d in args.datasets.split(",") if d]
+    teachers = [t for t in args.teachers.split(",") if t]
+    for flag, values, example in (("--datasets", datasets, "obqa,piqa"),
+                                  ("--splits", split_names, "train,valid"),
+                                  ("--teachers", teachers, "flan,llama")):
+        if not values:
+            # An empty list would import nothing and exit 0.
+            print(f"error: {flag}: names nothing; give a comma list, e.g. {flag}={example}",
+                  file=sys.stderr)
+            return 2
     try:
-        for dataset in [d for d in args.datasets.split(",") if d]:
+        # Before any reading: a bad --out must not wait for a large dataset.
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        for dataset in datasets:
             report = DataReport()
             for split in split_names:
                 results = import_split(
-                    args.root, dataset, split, args.out,
-                    teachers=[t for t in args.teachers.split(",") if t],
+                    args.root, dataset, split, args.out, teachers=teachers,
                     overwrite=args.overwrite, report=report,
                 )
                 for result in results:
@@ -152,6 +190,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TeacherError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the files imported so far are kept", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -10,14 +10,17 @@ import gc
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tinyllm_jax.data.errors import DataError
 from tinyllm_jax.data.example import Example
+from tinyllm_jax.data.files import check_regular
 from tinyllm_jax.data.pipeline import load_examples
-from tinyllm_jax.data.store import store_path
+from tinyllm_jax.data.store import STORE_FORMAT, store_path
 from tinyllm_jax.spec import data_spec
 from tinyllm_jax.teachers import backends
 from tinyllm_jax.teachers.config import RunSpec, TeacherError, TeacherSpec
 from tinyllm_jax.teachers.generate import SplitResult, generate_split
 from tinyllm_jax.teachers.prompts import PromptBuilder
+from tinyllm_jax.teachers.store_lock import lock_path
 
 
 def load_split(data_cfg: Any, split: str) -> list[Example]:
@@ -64,6 +67,23 @@ class _Splits:
         return examples if self.limit < 0 else examples[: self.limit]
 
 
+def prepare_outputs(run_spec: RunSpec) -> None:
+    """Make every store file's directory and check that nothing but a store
+    file (and its lock) sits where they belong, before any model is loaded:
+    a bad out_dir must not cost the minutes a 7B model takes to load. OS
+    errors (a file in the path, a full disk, a name too long) propagate with
+    their path for the command's error boundary."""
+    for spec in run_spec.teachers:
+        for split in run_spec.splits:
+            path = store_path(run_spec.out_dir, run_spec.dataset, spec.name, split)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            for target, what in ((path, STORE_FORMAT), (lock_path(path), "its lock file")):
+                try:
+                    check_regular(target, missing_ok=True, expected=what)
+                except DataError as err:
+                    raise TeacherError(f"{err}; move it away or choose another out_dir") from err
+
+
 def _release(engine: Any) -> None:
     del engine
     gc.collect()
@@ -92,6 +112,8 @@ def run(
             f"config.prompt.demo_split: split {run_spec.prompt.demo_split!r} of "
             f"{run_spec.dataset!r} is empty; in-context examples are drawn from it"
         )
+    if not dry_run:
+        prepare_outputs(run_spec)
     if run_spec.cpu_threads and not dry_run:
         import torch
 
@@ -136,6 +158,7 @@ def run(
                 batch_size=spec.batch_size,
                 add_special_tokens=add_special,
                 progress=run_spec.progress,
+                on_prompt_mismatch=run_spec.on_prompt_mismatch,
             )
             echo(result.format())
             results.append(result)
