@@ -10,14 +10,17 @@ or is sharded over the hosts of a pod, and whichever topology restores it.
 It is a sum, modulo 2**32, of one mixed 32-bit word per element: the
 element's bits mixed with its global flat index (so moved elements count),
 through MurmurHash3's finaliser (so one flipped bit changes about half the
-bits of the term). Integer addition is exact and order-free, so XLA may
-split the sum over devices and hosts in any way and every process gets the
-same result; each device reads only its own shards. Two such sums with
-different mixing make the 64-bit value a restore compares. It detects
-damage, not tampering: it is not a cryptographic hash.
+bits of the term). Integer addition is exact and order-free, so the sum
+can be split any way: each device sums the shards it holds (replica 0 of
+each, so every element counts once), each process adds its devices' sums,
+and one all-gather adds the processes'. Any sharding, on any number of
+hosts, gives the same value. Two such sums with different mixing make the
+64-bit value a restore compares. It detects damage, not tampering: it is
+not a cryptographic hash.
 
-Cost: one fused pass over the state on its devices (no host copy), compiled
-once per state structure. docs/reliability.md gives the measured figures.
+Cost: one fused pass per shard on its own device (no host copy; one small
+program per shard shape, compiled once). docs/reliability.md gives the
+measured figures.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.experimental import multihost_utils
 
 ALGORITHM = "murmur3-fmix32-sum-2x32"
 _M1, _M2 = np.uint32(0x85EBCA6B), np.uint32(0xC2B2AE35)
@@ -76,56 +79,75 @@ def _words(x: jax.Array) -> jax.Array:
     return lax.bitcast_convert_type(x, jnp.uint32)
 
 
-def _flat_index(shape: tuple[int, ...]) -> jax.Array:
-    """Each element's row-major index in the global array (mod 2**32). Built
-    from iotas, which XLA generates per shard: nothing is materialised."""
-    index = jnp.zeros(shape, jnp.uint32)
-    stride = 1
-    for axis in reversed(range(len(shape))):
-        index = index + lax.broadcasted_iota(jnp.uint32, shape, axis) * np.uint32(stride % 2**32)
-        stride *= shape[axis]
-    return index
-
-
-def _leaf_sums(x: jax.Array) -> jax.Array:
+@jax.jit
+def _shard_sums(x: jax.Array, offsets: jax.Array, strides: jax.Array) -> jax.Array:
+    """The two sums over one shard; `offsets` is where the shard starts in
+    the global array of words and `strides` that array's row-major strides
+    (both mod 2**32, traced: one program per shard shape, not per array)."""
     words = _words(x)
-    mixed = _fmix32(words ^ (_flat_index(words.shape) * _INDEX_MIX))
+    index = jnp.zeros(words.shape, jnp.uint32)
+    for axis in range(words.ndim):
+        index = index + (lax.broadcasted_iota(jnp.uint32, words.shape, axis)
+                         + offsets[axis]) * strides[axis]
+    mixed = _fmix32(words ^ (index * _INDEX_MIX))
     return jnp.stack([jnp.sum(mixed, dtype=jnp.uint32),
                       jnp.sum(_fmix32(mixed ^ _SECOND_LANE), dtype=jnp.uint32)])
 
 
-@functools.lru_cache(maxsize=8)
-def _program(out_sharding: NamedSharding | None) -> Any:
-    # One small program per array shape, not one over the whole tree: XLA
-    # compiles a 500-array program for seconds, these in milliseconds each,
-    # and the dispatches overlap. Replicated output: every process reads the
-    # same value from its own devices.
-    return jax.jit(_leaf_sums, out_shardings=out_sharding)
+@functools.lru_cache(maxsize=256)
+def _word_layout(shape: tuple[int, ...], dtype: Any) -> tuple[int, np.ndarray]:
+    """(trailing word axes, row-major strides mod 2**32) of the global array
+    of words of an array: 8-byte types and PRNG keys have more than one word
+    per element."""
+    word_shape = jax.eval_shape(_words, jax.ShapeDtypeStruct(shape, dtype)).shape
+    strides, stride = [], 1
+    for size in reversed(word_shape):
+        strides.append(stride % 2**32)
+        stride *= size
+    return len(word_shape) - len(shape), np.array(strides[::-1], np.uint32)
 
 
-def _replicated_like(x: Any) -> NamedSharding | None:
-    sharding = getattr(x, "sharding", None)
-    if isinstance(sharding, NamedSharding):
-        return NamedSharding(sharding.mesh, PartitionSpec())
-    return None
+def _my_shards(x: jax.Array) -> list[tuple[jax.Array, tuple[slice, ...]]]:
+    """(data, global index) of the shards this process counts: of a global
+    array, its addressable shards that are replica 0 (each element counted
+    once across all processes); an array of this process alone (host data
+    included) counts on process 0 only."""
+    if not x.is_fully_addressable:
+        return [(s.data, s.index) for s in x.addressable_shards if s.replica_id == 0]
+    if jax.process_index() != 0:
+        return []
+    return [(s.data, s.index) for s in x.addressable_shards if s.replica_id == 0]
 
 
 def tree_checksums(tree: Any) -> dict[str, str]:
     """{path name: 16 hex digits} for every array leaf of `tree`.
 
-    Every process must call this on a sharded tree (each array's program is
-    a collective); all of them get the same result."""
+    Each device sums its own shards; on several processes the partial sums
+    are added with one all-gather, so every process must call this, and all
+    get the same result. No program holds a cross-device collective: many
+    of them in flight at once could deadlock on CPU collectives (gloo)."""
     named = named_leaves(tree)
-    pending = []
-    for _, x in named:
+    pending: list[tuple[int, jax.Array]] = []
+    for i, (_, x) in enumerate(named):
         x = x if isinstance(x, jax.Array) else jnp.asarray(x)
-        pending.append(_program(_replicated_like(x))(x))
-    sums = jax.device_get(pending)
-    return {name: f"{int(a):08x}{int(b):08x}" for (name, _), (a, b) in zip(named, sums)}
+        extra, strides = _word_layout(x.shape, x.dtype)
+        for data, index in _my_shards(x):
+            offsets = np.array([s.start or 0 for s in index] + [0] * extra, np.uint64)
+            pending.append((i, _shard_sums(data, (offsets % 2**32).astype(np.uint32), strides)))
+    totals = np.zeros((len(named), 2), np.uint64)
+    for (i, _), sums in zip(pending, jax.device_get([p for _, p in pending])):
+        totals[i] += np.asarray(sums, np.uint64)
+    totals %= 2**32
+    if jax.process_count() > 1:
+        gathered = multihost_utils.process_allgather(totals.astype(np.uint32))
+        totals = np.asarray(gathered, np.uint64).reshape(-1, len(named), 2).sum(axis=0) % 2**32
+    return {name: f"{int(a):08x}{int(b):08x}" for (name, _), (a, b) in zip(named, totals)}
 
 
 def _dtype_name(x: Any) -> str:
-    return str(x.dtype) if hasattr(x, "dtype") else str(np.asarray(x).dtype)
+    # As tree_checksums sees it: host data goes through jnp.asarray (float32
+    # for a Python float, as a restore gives it back).
+    return str(x.dtype if isinstance(x, jax.Array) else jnp.asarray(x).dtype)
 
 
 def checksum_record(tree: Any) -> dict[str, Any]:
