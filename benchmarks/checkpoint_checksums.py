@@ -1,7 +1,7 @@
 """What the per-array checksums cost on a FLAN-T5-small-sized train state.
 
-    python benchmarks/checkpoint_checksums.py                # flan-t5-small, 3 repeats
-    python benchmarks/checkpoint_checksums.py --size=t5-small --repeats=5 --json=out.json
+    python benchmarks/checkpoint_checksums.py                # FLAN-T5-small, 3 repeats
+    python benchmarks/checkpoint_checksums.py --size=base --repeats=5 --json=out.json
 
 The state is the model's parameters plus two Adam moments of the same
 shapes (random values, float32) and a step counter, on the default device.
@@ -37,8 +37,8 @@ from flax import linen as nn
 
 from tinyllm_jax.array_checksums import tree_checksums
 from tinyllm_jax.checkpoint import Checkpointer
+from tinyllm_jax.configs import MODEL_SIZES
 from tinyllm_jax.models.t5 import abstract_params
-from tinyllm_jax.models.t5_config import SIZES
 
 META = {"model": {}, "teachers": [], "tokenizer": "t5", "dataset": "benchmark",
         "tokenizer_vocab_size": 32100}
@@ -46,7 +46,7 @@ DATA = {"seed": 0, "epoch": 0, "position": 0}
 
 
 def _state(size: str) -> dict[str, Any]:
-    shapes = nn.meta.unbox(abstract_params(SIZES[size]))
+    shapes = nn.meta.unbox(abstract_params(MODEL_SIZES[size]))
     leaves, tree = jax.tree.flatten(shapes)
     keys = iter(jax.random.split(jax.random.PRNGKey(0), 3 * len(leaves)))
 
@@ -75,8 +75,11 @@ def _save_and_restore(ckpt: Checkpointer, state: Any, abstract: Any, repeats: in
     out: dict[str, float] = {}
     step = iter(range(1, 10_000))
 
+    with_checksums: list[int] = []
+
     def save(_: int) -> float:
-        seconds = _timed(lambda: ckpt.save(next(step), state, DATA, META, force=True))
+        with_checksums.append(next(step))
+        seconds = _timed(lambda: ckpt.save(with_checksums[-1], state, DATA, META, force=True))
         ckpt.wait()  # the write itself runs in the background in async mode
         return seconds
 
@@ -91,7 +94,7 @@ def _save_and_restore(ckpt: Checkpointer, state: Any, abstract: Any, repeats: in
     out[f"{name}_first_s"], out[f"{name}_s"] = _median(save, repeats)
     _, out[f"{name}_plain_s"] = _median(save_plain, repeats)
     if not async_save:
-        latest = ckpt.latest_step()
+        latest = with_checksums[-1]  # restore() compares its arrays with the checksums
         _, out["restore_s"] = _median(
             lambda _: _timed(lambda: ckpt.restore(latest, abstract)[0]), repeats)
         _, out["restore_plain_s"] = _median(lambda _: _timed(lambda: ckpt.manager.restore(
@@ -100,12 +103,13 @@ def _save_and_restore(ckpt: Checkpointer, state: Any, abstract: Any, repeats: in
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--size", default="flan-t5-small", choices=sorted(SIZES))
+    ap.add_argument("--size", default="small", choices=sorted(MODEL_SIZES),
+                    help="a student size of tinyllm_jax.configs (small = FLAN-T5-small)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default="")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     state = _state(args.size)
     leaves = jax.tree.leaves(state)
@@ -132,6 +136,7 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 if __name__ == "__main__":

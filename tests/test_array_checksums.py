@@ -105,3 +105,13 @@ def test_checksum_does_not_depend_on_the_sharding() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
     assert all(r == results[0] for r in results[1:]), results
+
+
+def test_overhead_benchmark_runs(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import checkpoint_checksums
+
+    out = checkpoint_checksums.main(["--size=tiny", "--repeats=1",
+                                     f"--json={tmp_path / 'out.json'}"])
+    assert out["arrays"] > 50 and out["checksum_s"] > 0
+    assert {"save_overhead", "save_blocking_overhead", "restore_overhead"} <= set(out)
