@@ -61,6 +61,8 @@ CLI_WORKERS = 3  # command-line cases are mostly import time: overlap a few
 HF_TINY = dict(vocab_size=32, d_model=8, d_kv=4, d_ff=16, num_layers=1, num_heads=2)
 CKPT_META = {"model": {"d_model": 4}, "teachers": [], "tokenizer": "byte", "dataset": "x",
              "tokenizer_vocab_size": 259}
+# The Student cases: a tiny model over the byte vocabulary, exported with its tokenizer.
+STUDENT_TINY = dict(vocab_size=259, d_model=8, d_kv=4, d_ff=16, num_layers=1, num_heads=2)
 
 
 @dataclasses.dataclass
@@ -108,6 +110,58 @@ def _hf_base(cache: Path) -> Path:
     return directory
 
 
+def _student_base(cache: Path) -> Path:
+    """A Student exported with `save_hf`, byte tokenizer included (built once)."""
+    directory = cache / "student_base"
+    if not directory.exists():
+        import jax
+        from flax import linen as nn
+
+        from tinyllm_jax.models.t5 import T5Config, init_params
+        from tinyllm_jax.student import Student
+        from tinyllm_jax.tokenizers import ByteTokenizer
+
+        config = T5Config(**STUDENT_TINY)
+        params = nn.meta.unbox(init_params(config, jax.random.PRNGKey(0)))
+        Student(config, params, ByteTokenizer()).save_hf(directory)
+    return directory
+
+
+def _edit_hf(hf: Path, setup: dict[str, Any]) -> None:
+    """`config_set` (fields written into config.json) and `tensor_edit`
+    ({tensor, nan_at: index} or {tensor, dtype}) in model.safetensors."""
+    if "config_set" in setup:
+        raw = json.loads((hf / "config.json").read_text())
+        raw.update(setup["config_set"])
+        (hf / "config.json").write_text(json.dumps(raw))
+    if "tensor_edit" in setup:
+        import numpy as np
+        import safetensors.numpy
+
+        tensors = safetensors.numpy.load_file(str(hf / "model.safetensors"))
+        for edit in setup["tensor_edit"]:
+            name = edit["tensor"]
+            if "nan_at" in edit:
+                tensors[name][tuple(edit["nan_at"])] = np.nan
+            if "dtype" in edit:
+                tensors[name] = tensors[name].astype(edit["dtype"])
+        safetensors.numpy.save_file(tensors, str(hf / "model.safetensors"))
+
+
+def _json_path_edit(path: Path, key_path: str, value: Any, drop: bool = False) -> None:
+    """Set (or drop) one value inside a JSON file, by a "/"-separated key path."""
+    data = json.loads(path.read_text())
+    *parents, leaf = key_path.split("/")
+    node = data
+    for key in parents:
+        node = node[key]
+    if drop:
+        del node[leaf]
+    else:
+        node[leaf] = value
+    path.write_text(json.dumps(data))
+
+
 def _small_state(step: int) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
@@ -123,24 +177,51 @@ def _small_abstract() -> dict[str, Any]:
             for k, v in _small_state(0).items()}
 
 
+def _array_file(step_dir: Path) -> Path:
+    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+    return max(files, key=lambda p: p.stat().st_size)
+
+
 def _checkpoint_base(work: Path, damage: list[dict[str, Any]]) -> None:
+    """Steps 1 and 2 of a small state, then `damage` per step: truncate_array,
+    flip_array_byte (middle of the array data), zero_array_block (512 bytes
+    at a tenth of it: both read back without an error), remove (a path in the
+    step), write ([path, text]), json_set ([file, key path, value]),
+    json_drop ([file, key path]), as_old (no checksums item, as written
+    before checksums were recorded)."""
     from tinyllm_jax.checkpoint import Checkpointer
 
     ckpt = Checkpointer(work / "ckpt", keep=5, keep_best=False, async_save=False)
     for step in (1, 2):
-        ckpt.save(step, _small_state(step), {"position": step}, CKPT_META)
+        ckpt.save(step, _small_state(step), {"seed": 0, "epoch": 0, "position": step}, CKPT_META)
     ckpt.wait()
     ckpt.close()
     for d in damage:
         step_dir = work / "ckpt" / "checkpoints" / str(d["step"])
         if d.get("truncate_array"):
-            files = [p for p in (step_dir / "state").rglob("*")
-                     if p.is_file() and p.parent.name == "d"]
-            target = max(files, key=lambda p: p.stat().st_size)
+            target = _array_file(step_dir)
             os.truncate(target, target.stat().st_size // 2)
+        if d.get("flip_array_byte") or d.get("zero_array_block"):
+            target = _array_file(step_dir)
+            data = bytearray(target.read_bytes())
+            if d.get("flip_array_byte"):
+                data[len(data) // 2] ^= 0xFF
+            else:
+                data[len(data) // 10 : len(data) // 10 + 512] = bytes(512)
+            target.write_bytes(bytes(data))
         if "remove" in d:
             path = step_dir / d["remove"]
             shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if "write" in d:
+            (step_dir / d["write"][0]).write_text(d["write"][1])
+        if "json_set" in d:
+            _json_path_edit(step_dir / d["json_set"][0], d["json_set"][1], d["json_set"][2])
+        if "json_drop" in d:
+            _json_path_edit(step_dir / d["json_drop"][0], d["json_drop"][1], None, drop=True)
+        if d.get("as_old"):
+            shutil.rmtree(step_dir / "checksums")
+            _json_path_edit(step_dir / "_CHECKPOINT_METADATA", "item_handlers/checksums", None,
+                            drop=True)
 
 
 def _prepare(case: dict[str, Any], work: Path, cache: Path) -> dict[str, str]:
@@ -166,6 +247,9 @@ def _prepare(case: dict[str, Any], work: Path, cache: Path) -> dict[str, str]:
             (hf / name).unlink()
         for name, fraction in setup.get("truncate", {}).items():
             os.truncate(hf / name, int((hf / name).stat().st_size * fraction))
+        _edit_hf(hf, setup)
+    if setup.get("student_base"):
+        shutil.copytree(_student_base(cache), work / "student")
     if setup.get("checkpoint_base"):
         _checkpoint_base(work, setup.get("damage", []))
     for op in setup.get("fs", []):
@@ -246,7 +330,26 @@ def _restore_checkpoint(args: dict[str, Any], work: Path) -> dict[str, int]:
         restored = ckpt.restore_intact(_small_abstract(), expected_meta=CKPT_META)
     finally:
         ckpt.close()
-    return {"damaged_checkpoints": len(restored.damaged) if restored else 0}
+    return {"damaged_checkpoints": len(restored.damaged) if restored else 0,
+            "unverified_checkpoints": int(bool(restored and restored.unverified))}
+
+
+def _student(args: dict[str, Any], work: Path) -> dict[str, int]:
+    """Student.load(path), then one call: `method` with `kwargs` (lists of ids
+    become arrays for `logits`)."""
+    import numpy as np
+
+    from tinyllm_jax.student import Student
+
+    student = Student.load(args["path"])
+    if student.tokenizer is None:
+        raise RuntimeError(f"{args['path']}: the exported student was loaded without its "
+                           "tokenizer")
+    kwargs = dict(args.get("kwargs", {}))
+    if args["method"] == "logits":
+        kwargs = {k: np.asarray(v) for k, v in kwargs.items()}
+    getattr(student, args["method"])(**kwargs)
+    return {}
 
 
 def _load_data(args: dict[str, Any], work: Path) -> dict[str, int]:
@@ -266,6 +369,7 @@ RUNNERS: dict[str, Callable[[dict[str, Any], Path], dict[str, int]]] = {
     "train": _train,
     "restore_checkpoint": _restore_checkpoint,
     "load_data": _load_data,
+    "student": _student,
 }
 
 

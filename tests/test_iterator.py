@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -109,6 +110,17 @@ def test_bad_arguments_and_states_are_clear_errors(feats):
         _iterator(feats).set_state({"seed": 1, "epoch": 0})
     with pytest.raises(ValueError, match="not an integer"):
         _iterator(feats).set_state({"seed": 1, "epoch": "x", "position": 0})
+    for bad, message in ((-1, "position=-1 is negative"), (2.5, "position=2.5 is not an integer"),
+                         (True, "position=True is not an integer"),
+                         ("3", "position='3' is not an integer")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            _iterator(feats).set_state({"seed": 1, "epoch": 0, "position": bad})
+    it = _iterator(feats)
+    seed, end = it.get_state()["seed"], it.batches_in_epoch(0)
+    it.set_state({"seed": seed, "epoch": 0, "position": end})  # the end of the epoch: valid
+    with pytest.raises(ValueError, match=f"position {end + 1} is past the end of epoch 0"):
+        it.set_state({"seed": seed, "epoch": 0, "position": end + 1})
+    assert it.get_state() == {"seed": seed, "epoch": 0, "position": end}, "refused: not taken"
     with pytest.raises(ValueError, match="at least one feature"):
         _iterator([])
     with pytest.raises(ValueError, match="process_index 2"):

@@ -195,6 +195,33 @@ def test_student_from_workdir_picks_best_or_latest(finished_run):
     assert not (workdir / "tb" / "checkpoints").exists()
 
 
+def test_student_from_workdir_skips_a_step_whose_parameters_are_damaged(finished_run, tmp_path,
+                                                                         caplog):
+    """Flipped bytes that TensorStore reads back without an error: the
+    parameters' checksums catch them, and the previous intact step is used."""
+    import logging
+    import shutil
+
+    from tinyllm_jax import Student
+
+    workdir, _ = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy)
+    steps = sorted(int(p.name) for p in (copy / "checkpoints").iterdir() if p.name.isdigit())
+    assert len(steps) >= 2, steps
+    newest = copy / "checkpoints" / str(steps[-1])
+    for path in (newest / "state").rglob("*"):
+        if path.is_file() and path.parent.name == "d":  # every array data file
+            data = bytearray(path.read_bytes())
+            data[len(data) // 3] ^= 0x55
+            path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="tinyllm_jax.checkpoint"):
+        student = Student.from_workdir(copy, which="latest")
+    assert student.checkpoint_step == steps[-2]
+    assert f"checkpoint {newest} is damaged and is skipped" in caplog.text
+    assert newest.is_dir(), "loading a student must not move checkpoints"
+
+
 def test_restore_refuses_a_different_configuration(finished_run, tmp_path):
     import shutil
 

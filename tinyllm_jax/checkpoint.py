@@ -1,7 +1,9 @@
-"""Orbax checkpoints of the train state, the data-iterator position and a
+"""Orbax checkpoints of the train state, the data-iterator position, a
 description of the run (model shape, teachers, tokenizer), so a resume or
 `--mode=eval` can refuse a workdir made by a different configuration instead
-of restoring half of it.
+of restoring half of it, and a checksum of every array of the state
+(`array_checksums`), so damaged array bytes that read back without an error
+are caught.
 
 Kept: the last `keep` checkpoints plus the best by validation accuracy.
 Saves are asynchronous; `wait()` blocks until the last one is on disk.
@@ -9,8 +11,11 @@ Saves are asynchronous; `wait()` blocks until the last one is on disk.
 Integrity: a step directory that Orbax finalised can still be damaged later
 (a truncated copy, a deleted file, a disk error) or half-removed by a crash
 while Orbax deleted an old step. `restore_intact` walks the steps from the
-newest down, checks each one's files (cheap: metadata only) and then reads
-it; a damaged step is named in a warning and the next older one is tried.
+newest down, checks each one's files (cheap: metadata only) and its data
+item, then reads it and compares its arrays with their checksums; a damaged
+step is named in a warning and the next older one is tried. Steps written
+before checksums were recorded have no `checksums` item: they are used
+unverified, with a warning.
 Training moves damaged steps newer than the one it resumes from to
 `<workdir>/checkpoints_damaged/` (never deletes them), because it is about to
 write those step numbers again. With no intact step at all the error lists
@@ -32,14 +37,16 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from tinyllm_jax import array_checksums
 from tinyllm_jax.atomic import write_json_atomic
+from tinyllm_jax.checkpoint_files import CHECKSUMS, ITEMS, step_problems
+from tinyllm_jax.data.iterator import state_problems
 from tinyllm_jax.models.t5_config import RUNTIME_MODEL_FIELDS, T5Config
 from tinyllm_jax.orbax_echoes import collect_failed_reads, orbax_read_echo_filters
 
 log = logging.getLogger(__name__)
 
 BEST_FILE = "best.json"
-ITEMS = ("state", "data", "meta")
 DAMAGED_DIR = "checkpoints_damaged"
 
 
@@ -52,63 +59,23 @@ class CheckpointCorruptError(ValueError):
     it into `error: ...` and exit status 2)."""
 
 
+class ChecksumMismatchError(ValueError):
+    """Arrays read back differ from the checksums saved with them (retried
+    once, then the step counts as damaged)."""
+
+
+class StepContentError(ValueError):
+    """A step's JSON item holds something its reader cannot use, e.g. a
+    negative iterator position: damage, found without reading the arrays."""
+
+
 class Restored(NamedTuple):
     step: int
     state: Any
     data: dict[str, Any]
     meta: dict[str, Any]
     damaged: list[tuple[int, str]]  # newer steps that were skipped, with the reason
-
-
-def _json_problem(path: Path, what: str) -> str | None:
-    """Why `path` is not a readable JSON object, or None when it is."""
-    if not path.is_file():
-        return f"{what} ({path.name}) is missing"
-    try:
-        value = json.loads(path.read_bytes())
-    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        return f"{what} ({path.name}) is unreadable: {e}"
-    if not isinstance(value, dict):
-        return f"{what} ({path.name}) holds a JSON {type(value).__name__}, not an object"
-    return None
-
-
-def step_problems(step_dir: str | os.PathLike) -> list[str]:
-    """What is missing or damaged in one finalised step directory ([] = looks
-    intact). Reads only metadata files and file sizes, never the arrays: a
-    truncated array file is caught when the restore reads it."""
-    step_dir = Path(step_dir)
-    if not step_dir.is_dir():
-        return ["the step directory is missing"]
-    problems = []
-    # Orbax writes this first into the temporary directory; a finalised step
-    # without it lost files after it was written.
-    if p := _json_problem(step_dir / "_CHECKPOINT_METADATA", "checkpoint metadata"):
-        problems.append(p)
-    for item in ITEMS:
-        if not (step_dir / item).is_dir():
-            problems.append(f"item {item!r} is missing")
-    for item in ("data", "meta"):
-        if (step_dir / item).is_dir() and (
-            p := _json_problem(step_dir / item / "metadata", f"item {item!r}")
-        ):
-            problems.append(p)
-    state = step_dir / "state"
-    if state.is_dir():
-        if p := _json_problem(state / "_METADATA", "state tree metadata"):
-            problems.append(p)
-        elif "tree_metadata" not in json.loads((state / "_METADATA").read_bytes()):
-            problems.append("state tree metadata (_METADATA) has no tree_metadata")
-        if not (state / "manifest.ocdbt").is_file():
-            problems.append("state array index (manifest.ocdbt) is missing")
-        # Array stores and their manifests are never empty when written; an
-        # empty one is a truncated copy.
-        for f in sorted(state.rglob("*")):
-            if f.is_file() and f.stat().st_size == 0 and (
-                f.name.startswith("manifest") or f.parent.name == "d"
-            ):
-                problems.append(f"{f.relative_to(step_dir)} is empty (truncated)")
-    return problems
+    unverified: bool = False  # written before checksums were recorded
 
 
 def _first_line(error: BaseException) -> str:
@@ -118,16 +85,8 @@ def _first_line(error: BaseException) -> str:
 
 def _leaf_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
     """{"params/encoder/...": shape} for every array leaf of a pytree."""
-    out = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        names = []
-        for k in path:
-            for attr in ("key", "name", "idx"):  # DictKey, GetAttrKey, SequenceKey
-                if hasattr(k, attr):
-                    names.append(str(getattr(k, attr)))
-                    break
-        out["/".join(names)] = tuple(getattr(leaf, "shape", ()))
-    return out
+    return {name: tuple(getattr(leaf, "shape", ())) for name, leaf in
+            array_checksums.named_leaves(tree)}
 
 
 def _saved_leaves(state_dir: Path) -> dict[str, tuple[int, ...]]:
@@ -169,6 +128,16 @@ def run_meta(
     }
 
 
+def _meta_problems(meta: dict[str, Any]) -> list[str]:
+    """Why a run description cannot rebuild the model and tokenizer ([] = it can)."""
+    problems = []
+    if not isinstance(meta.get("model"), dict):
+        problems.append(f"'model' is {meta.get('model')!r}, not an object of T5Config fields")
+    if not isinstance(meta.get("tokenizer"), str):
+        problems.append(f"'tokenizer' is {meta.get('tokenizer')!r}, not a tokenizer name")
+    return problems
+
+
 def meta_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     diffs = []
     for key in sorted(set(saved) | set(current)):
@@ -200,7 +169,7 @@ class Checkpointer:
             preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
         )
         self.manager = ocp.CheckpointManager(
-            self.directory, options=options, item_names=("state", "data", "meta")
+            self.directory, options=options, item_names=(*ITEMS, CHECKSUMS)
         )
 
     # --- queries ---------------------------------------------------------------
@@ -233,12 +202,18 @@ class Checkpointer:
         self, step: int, state: Any, data_state: dict[str, Any], meta: dict[str, Any],
         metrics: dict[str, float] | None = None, force: bool = False,
     ) -> bool:
+        if not (force or self.manager.should_save(step)):
+            return False
+        # Computed from the arrays being saved, on their devices: the write
+        # and anything that damages the files later are what a restore checks.
+        checksums = array_checksums.checksum_record(state)
         saved = self.manager.save(
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
                 data=ocp.args.JsonSave(data_state),
                 meta=ocp.args.JsonSave(meta),
+                **{CHECKSUMS: ocp.args.JsonSave(checksums)},
             ),
             metrics=metrics,
             force=force,
@@ -259,20 +234,61 @@ class Checkpointer:
         out = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         return dict(out["meta"])
 
+    def restore_data(self, step: int) -> dict[str, Any]:
+        """The step's data-iterator position; StepContentError when it is not one."""
+        out = self.manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
+        data = dict(out["data"])
+        if problems := state_problems(data):
+            raise StepContentError(f"item 'data' ({self.step_dir(step) / 'data' / 'metadata'}) "
+                                   f"is not an iterator position: {'; '.join(problems)}")
+        return data
+
+    def checksums(self, step: int) -> dict[str, Any] | None:
+        """The step's array checksums; None for a step written before they
+        were recorded (step_problems has checked the item when it exists)."""
+        if not (self.step_dir(step) / CHECKSUMS).is_dir():
+            return None
+        out = self.manager.restore(
+            step, args=ocp.args.Composite(**{CHECKSUMS: ocp.args.JsonRestore()}))
+        return dict(out[CHECKSUMS])
+
+    def verify(self, step: int, tree: Any, record: dict[str, Any] | None) -> bool:
+        """Compare restored arrays (all of the state, or a part such as
+        {"params": ...}) with the step's checksums: ChecksumMismatchError
+        naming the arrays that differ; False when nothing could be compared."""
+        where = self.step_dir(step)
+        if record is None:
+            log.warning("checkpoint %s has no array checksums (it was written before they were "
+                        "recorded): its arrays are used unverified", where)
+            return False
+        problems, unverified = array_checksums.mismatches(record, tree)
+        if problems:
+            raise ChecksumMismatchError("; ".join(problems))
+        if unverified:
+            log.warning("checkpoint %s: %d arrays were restored into another dtype than saved "
+                        "and are not verified (%s, ...)", where, len(unverified), unverified[0])
+        return not unverified
+
     def restore(
         self, step: int, abstract_state: Any, expected_meta: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-        """(state, data_state, meta) at `step`, placed like `abstract_state`."""
+        """(state, data_state, meta) at `step`, placed like `abstract_state`
+        and verified against its checksums."""
         meta = self._check_fits(step, abstract_state, expected_meta)
+        data = self.restore_data(step)
+        record = self.checksums(step)
         with orbax_read_echo_filters():
-            out = self.manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state),
-                    data=ocp.args.JsonRestore(),
-                ),
-            )
-        return out["state"], dict(out["data"]), meta
+            state = self._read_state(step, abstract_state)
+        try:
+            self.verify(step, state, record)
+        except ChecksumMismatchError as e:
+            raise ChecksumMismatchError(f"{self.step_dir(step)} is damaged: {e}") from None
+        return state, data, meta
+
+    def _read_state(self, step: int, abstract_state: Any) -> Any:
+        out = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+        return out["state"]
 
     def _first_intact(
         self, read: Callable[[int], Any], *, prefer: int | None, before_read: Callable[[int], None],
@@ -281,7 +297,8 @@ class Checkpointer:
         check and reads back: `prefer` first, then newest to oldest.
 
         `before_read` runs checks that must stop the search instead of
-        skipping the step (a checkpoint of another configuration)."""
+        skipping the step (a checkpoint of another configuration), and
+        checks of the JSON items (StepContentError: damaged, not retried)."""
         steps = sorted(self.all_steps(), reverse=True)
         if not steps:
             return None
@@ -291,24 +308,28 @@ class Checkpointer:
         damaged: list[tuple[int, str]] = []
         for step in steps:
             problems = step_problems(self.step_dir(step))
-            if not problems:
-                # Two tries: a passing I/O error (a network filesystem, a
-                # bucket) must not send training back to an older step.
-                for attempt in range(2):
-                    with orbax_read_echo_filters():
-                        try:
-                            before_read(step)
-                            return step, read(step), damaged
-                        except CheckpointMismatchError:
-                            raise
-                        except Exception as e:  # tensorstore raises a bare Exception for a truncated file
-                            problems = [f"cannot read it back: {_first_line(e)}"]
-                        # The failed read's leftovers echo its error when
-                        # collected: collect them while the filters hold.
-                        collect_failed_reads()
-                    if attempt == 0:
-                        log.warning("reading %s failed (%s); trying once more",
-                                    self.step_dir(step), problems[0])
+            # Two tries: a passing I/O error (a network filesystem, a bucket)
+            # must not send training back to an older step.
+            for attempt in range(0 if problems else 2):
+                with orbax_read_echo_filters():
+                    try:
+                        before_read(step)
+                        return step, read(step), damaged
+                    except CheckpointMismatchError:
+                        raise
+                    except StepContentError as e:
+                        problems = [str(e)]
+                        break
+                    except ChecksumMismatchError as e:
+                        problems = [str(e)]
+                    except Exception as e:  # tensorstore raises a bare Exception for a truncated file
+                        problems = [f"cannot read it back: {_first_line(e)}"]
+                    # The failed read's leftovers echo its error when
+                    # collected: collect them while the filters hold.
+                    collect_failed_reads()
+                if attempt == 0:
+                    log.warning("reading %s failed (%s); trying once more",
+                                self.step_dir(step), problems[0])
             reason = "; ".join(problems)
             damaged.append((step, reason))
             log.warning("checkpoint %s is damaged and is skipped: %s", self.step_dir(step), reason)
@@ -345,51 +366,67 @@ class Checkpointer:
         """The newest intact checkpoint (or `prefer` when it is intact), placed
         like `abstract_state`; None when there is none at all.
 
-        Damaged steps are skipped with a warning; CheckpointCorruptError when
-        every step is damaged (nothing is touched then). With `move_damaged`
-        (training, which will write those step numbers again) skipped steps
-        newer than the restored one are moved to `<workdir>/checkpoints_damaged/`.
+        Damaged steps (files, data item, array checksums) are skipped with a
+        warning; CheckpointCorruptError when every step is damaged (nothing is
+        touched then). With `move_damaged` (training, which will write those
+        step numbers again) skipped steps newer than the restored one are
+        moved to `<workdir>/checkpoints_damaged/`.
         """
-        fitting: dict[int, dict[str, Any]] = {}
+        found_items: dict[int, tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]] = {}
 
         def check(step: int) -> None:
-            fitting[step] = self._check_fits(step, abstract_state, expected_meta)
+            meta = self._check_fits(step, abstract_state, expected_meta)
+            found_items[step] = (meta, self.restore_data(step), self.checksums(step))
 
-        def read(step: int) -> tuple[Any, dict[str, Any]]:
-            out = self.manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state),
-                    data=ocp.args.JsonRestore(),
-                ),
-            )
-            return out["state"], dict(out["data"])
+        def read(step: int) -> tuple[Any, bool]:
+            state = self._read_state(step, abstract_state)
+            return state, self.verify(step, state, found_items[step][2])
 
         found = self._first_intact(read, prefer=prefer, before_read=check)
         if found is None:
             return None
-        step, (state, data), damaged = found
+        step, (state, verified), damaged = found
         if move_damaged:
             self._move_aside([s for s, _ in damaged if s > step])
-        return Restored(step, state, data, fitting[step], damaged)
+        meta, data, _ = found_items[step]
+        return Restored(step, state, data, meta, damaged, unverified=not verified)
+
+    def last_intact_step(self, abstract_state: Any,
+                         expected_meta: dict[str, Any] | None = None) -> int | None:
+        """The newest step that reads back intact and matches its checksums
+        right now (for messages that name a good checkpoint); None if none.
+        Reads a whole state: it holds a second copy in memory meanwhile."""
+        try:
+            found = self.restore_intact(abstract_state, expected_meta)
+        except (CheckpointCorruptError, CheckpointMismatchError):
+            return None
+        return None if found is None else found.step
 
     def restore_params_intact(self, abstract_params_of: Callable[[dict[str, Any]], Any],
                               prefer: int | None = None) -> tuple[int, Any, dict[str, Any]] | None:
         """(step, params, meta) of the newest intact checkpoint (or `prefer`),
-        for evaluation and export; `abstract_params_of(meta)` gives the target."""
-        metas: dict[int, dict[str, Any]] = {}
+        for evaluation and export; `abstract_params_of(meta)` gives the target.
+        The parameters are verified against the step's checksums."""
+        found_items: dict[int, tuple[dict[str, Any], dict[str, Any] | None]] = {}
 
         def check(step: int) -> None:
-            metas[step] = self.restore_meta(step)
+            meta = self.restore_meta(step)
+            if problems := _meta_problems(meta):
+                raise StepContentError(f"item 'meta' ({self.step_dir(step) / 'meta' / 'metadata'})"
+                                       f" is not a run description: {'; '.join(problems)}")
+            found_items[step] = (meta, self.checksums(step))
 
-        found = self._first_intact(
-            lambda s: self.restore_params(s, abstract_params_of(metas[s])), prefer=prefer,
-            before_read=check,
-        )
+        def read(step: int) -> Any:
+            meta, record = found_items[step]
+            params = self.restore_params(step, abstract_params_of(meta))
+            self.verify(step, {"params": params}, record)
+            return params
+
+        found = self._first_intact(read, prefer=prefer, before_read=check)
         if found is None:
             return None
         step, params, _ = found
-        return step, params, metas[step]
+        return step, params, found_items[step][0]
 
     def _move_aside(self, steps: list[int]) -> None:
         """Move damaged steps out of Orbax's directory (kept for inspection):
@@ -410,7 +447,8 @@ class Checkpointer:
         self.manager.reload()
 
     def restore_params(self, step: int, abstract_params: Any) -> Any:
-        """Only the parameters (for evaluation and export)."""
+        """Only the parameters (for evaluation and export), unverified: see
+        `restore_params_intact`."""
         handler = ocp.PyTreeCheckpointer()
         path = self.directory / str(step) / "state"
         target = {"params": abstract_params}

@@ -1,8 +1,16 @@
-"""`Student`: the small public face of a trained or imported T5 student."""
+"""`Student`: the small public face of a trained or imported T5 student.
+
+Its inputs are checked before anything runs: an id outside the vocabulary
+would read a clipped or wrapped embedding row and give wrong (often
+non-finite) logits without an error, so it is a ValueError naming the id,
+where it is and the vocabulary size.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +25,9 @@ from tinyllm_jax.evaluation.batching import bucket_length, pad_batch
 from tinyllm_jax.evaluation.decoding import greedy_decode, strip_after_eos
 from tinyllm_jax.models.hf import load_hf_checkpoint, resolve_checkpoint_dir, save_hf_checkpoint
 from tinyllm_jax.models.t5 import T5, T5Config, abstract_params
-from tinyllm_jax.tokenizers import load_tokenizer
+from tinyllm_jax.tokenizers import TOKENIZER_FILES, load_tokenizer
+
+log = logging.getLogger(__name__)
 
 
 class Student:
@@ -91,15 +101,81 @@ class Student:
         self, input_ids: Any, attention_mask: Any, decoder_input_ids: Any
     ) -> np.ndarray:
         """Teacher-forced float32 logits [batch, target_len, vocab]."""
-        enc = jnp.asarray(np.asarray(input_ids), jnp.int32)
-        mask = jnp.asarray(np.asarray(attention_mask), jnp.int32)
-        dec = jnp.asarray(np.asarray(decoder_input_ids), jnp.int32)
-        return np.asarray(self._forward(self.params, enc, mask, dec), np.float32)
+        enc = self._id_array(input_ids, "input_ids")
+        dec = self._id_array(decoder_input_ids, "decoder_input_ids")
+        mask = np.asarray(attention_mask)
+        if mask.shape != enc.shape:
+            raise ValueError(f"Student.logits: attention_mask has shape {mask.shape}, "
+                             f"input_ids {enc.shape}; they must match")
+        if not np.isin(mask, (0, 1)).all():
+            raise ValueError("Student.logits: attention_mask must hold only 0 and 1")
+        if dec.shape[0] != enc.shape[0]:
+            raise ValueError(f"Student.logits: decoder_input_ids has {dec.shape[0]} rows, "
+                             f"input_ids {enc.shape[0]}; they must match")
+        out = self._forward(self.params, jnp.asarray(enc, jnp.int32),
+                            jnp.asarray(mask, jnp.int32), jnp.asarray(dec, jnp.int32))
+        return np.asarray(out, np.float32)
+
+    def _id_array(self, ids: Any, what: str) -> np.ndarray:
+        """`ids` as a [batch, length] integer array of in-vocabulary ids."""
+        array = np.asarray(ids)
+        if array.ndim != 2 or not array.shape[1]:
+            raise ValueError(f"Student.logits: {what} must be a [batch, length] array with "
+                             f"length >= 1, got shape {array.shape}")
+        if array.dtype.kind not in "iu":
+            raise ValueError(f"Student.logits: {what} must hold integer token ids, got "
+                             f"dtype {array.dtype}")
+        outside = np.argwhere((array < 0) | (array >= self.config.vocab_size))
+        if outside.size:
+            row, col = (int(i) for i in outside[0])
+            raise ValueError(
+                f"Student.logits: {what}[{row}, {col}] = {int(array[row, col])} is not a token "
+                f"id of this model (vocabulary size {self.config.vocab_size}: ids 0 to "
+                f"{self.config.vocab_size - 1}); {len(outside)} id(s) are outside it")
+        return array
+
+    def _check_sequences(self, sequences: Any, what: str, item: str = "sequence",
+                         ) -> list[list[int]]:
+        if isinstance(sequences, str | bytes) or not isinstance(sequences, Sequence | np.ndarray):
+            raise ValueError(f"{what}: expected a list of token-id lists, got "
+                             f"{type(sequences).__name__}")
+        vocab = self.config.vocab_size
+        checked = []
+        for i, seq in enumerate(sequences):
+            if isinstance(seq, str | bytes) or not isinstance(seq, Sequence | np.ndarray):
+                raise ValueError(f"{what}: {item} {i} is {seq!r}, not a list of token ids")
+            if not len(seq):
+                raise ValueError(f"{what}: {item} {i} is empty; give at least one token "
+                                 "(e.g. the EOS id)")
+            try:
+                array = np.asarray(seq)
+            except ValueError:  # ragged: lists inside the sequence
+                array = np.asarray(seq, dtype=object)
+            if array.ndim != 1 or array.dtype.kind not in "iu":
+                j, token = next(((j, t) for j, t in enumerate(seq) if isinstance(t, bool)
+                                 or not isinstance(t, int | np.integer)), (0, seq))
+                raise ValueError(f"{what}: {item} {i} position {j} is {token!r}, not an "
+                                 "integer token id")
+            outside = np.flatnonzero((array < 0) | (array >= vocab))
+            if outside.size:
+                j = int(outside[0])
+                raise ValueError(
+                    f"{what}: {item} {i} position {j} is token id {int(array[j])}, not a "
+                    f"token id of this model (vocabulary size {vocab}: ids 0 to {vocab - 1})")
+            checked.append(array.tolist())
+        return checked
 
     def generate_ids(
         self, sequences: list[list[int]], max_new_tokens: int = 64, batch_size: int = 32
     ) -> list[list[int]]:
         """Greedy continuations of token-id inputs (each without EOS stripped)."""
+        _check_count("Student.generate_ids", "max_new_tokens", max_new_tokens)
+        _check_count("Student.generate_ids", "batch_size", batch_size)
+        return self._generate(self._check_sequences(sequences, "Student.generate_ids"),
+                              max_new_tokens, batch_size)
+
+    def _generate(self, sequences: list[list[int]], max_new_tokens: int, batch_size: int,
+                  ) -> list[list[int]]:
         eos = getattr(self.tokenizer, "eos_id", 1)
         pad = getattr(self.tokenizer, "pad_id", 0)
         results: list[list[int]] = []
@@ -123,23 +199,42 @@ class Student:
         self, texts: list[str], max_new_tokens: int = 64, batch_size: int = 32
     ) -> list[str]:
         """Greedy decoding of each text; returns the decoded strings."""
+        _check_count("Student.generate", "max_new_tokens", max_new_tokens)
+        _check_count("Student.generate", "batch_size", batch_size)
+        if isinstance(texts, str):
+            raise ValueError("Student.generate: texts must be a list of strings, got one string "
+                             "(pass [text])")
+        if not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
+            raise ValueError("Student.generate: texts must be a list of strings")
         if self.tokenizer is None:
             raise ValueError(
                 "this Student has no tokenizer: pass tokenizer= to Student.load, or save "
                 "tokenizer files (tokenizer.json) next to the checkpoint"
             )
         eos = self.tokenizer.eos_id
-        ids = [self.tokenizer.encode(t) + [eos] for t in texts]
-        outs = self.generate_ids(ids, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        # A tokenizer with more ids than the model has rows (not this
+        # model's tokenizer) is named here, by the text that showed it.
+        ids = self._check_sequences([self.tokenizer.encode(t) + [eos] for t in texts],
+                                    "Student.generate", "text (as encoded by the tokenizer)")
+        outs = self._generate(ids, max_new_tokens, batch_size)
         return [self.tokenizer.decode(o) for o in outs]
 
     def save_hf(self, directory: str | os.PathLike) -> Path:
-        """Export as an HF T5 directory that transformers loads."""
+        """Export as an HF T5 directory that transformers loads, with the
+        tokenizer's files, so `Student.load` finds it again."""
+        if self.tokenizer is not None and not hasattr(self.tokenizer, "save"):
+            log.warning("the tokenizer %r has no save(): %s will hold no tokenizer files",
+                        self.tokenizer, directory)
         return save_hf_checkpoint(directory, self.config, self.params, self.tokenizer)
 
 
+def _check_count(where: str, name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{where}: {name} must be an integer >= 1, got {value!r}")
+
+
 def _tokenizer_in(directory: Path) -> Any:
-    names = ("tokenizer.json", "spiece.model", "tinyllm_tokenizer.json")
-    if not any((directory / n).exists() for n in names):
+    # The names every tokenizer's save() writes (byte, tokenizer.json, spiece).
+    if not any((directory / n).is_file() for n in TOKENIZER_FILES):
         return None
     return load_tokenizer(str(directory))

@@ -42,6 +42,9 @@ T5_VOCAB_ENV = "TINYLLM_T5_VOCAB"
 # Written by ByteTokenizer.save next to an HF tokenizer_config.json; its
 # presence is how load_tokenizer recognises a saved byte tokenizer.
 BYTE_MARKER_FILE = "tinyllm_byte_tokenizer.json"
+# What a directory holding a tokenizer has (in the order load_tokenizer
+# prefers them); every tokenizer's save() writes one of them.
+TOKENIZER_FILES = (BYTE_MARKER_FILE, "tokenizer.json", "spiece.model")
 
 
 class TokenizerError(ValueError):

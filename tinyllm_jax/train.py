@@ -205,10 +205,15 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption) -> dic
                 bad = int(scalars["nonfinite_total"]) - nonfinite_at_start
                 if bad and train.nonfinite == "stop":
                     ckpt.wait()
+                    # Named only after reading it back against its checksums:
+                    # the newest save may itself be damaged.
+                    intact = ckpt.last_intact_step(abstract, meta)
+                    good = ("none (no checkpoint reads back intact)" if intact is None else
+                            f"{ckpt.step_dir(intact)}. It was read back just now: its files, "
+                            "data position and array checksums (where recorded) are intact")
                     raise NonFiniteError(
                         f"non-finite loss or gradients by step {step} ({bad} update(s) skipped; "
-                        f"parameters were not changed by them). Last good checkpoint: "
-                        f"{ckpt.directory / str(last_saved) if ckpt.latest_step() else 'none'}. "
+                        f"parameters were not changed by them). Last good checkpoint: {good}. "
                         "Lower the learning rate, enable clipping, or set "
                         "config.train.nonfinite='skip' to skip such updates."
                     )

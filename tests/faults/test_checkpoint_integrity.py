@@ -7,6 +7,7 @@ the real training entry point on a copy of the reference workdir.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -24,6 +25,7 @@ from tinyllm_jax.checkpoint import (
     CheckpointCorruptError,
     Checkpointer,
     CheckpointMismatchError,
+    ChecksumMismatchError,
     step_problems,
 )
 
@@ -35,6 +37,11 @@ META = {"model": {"d_model": 4}, "teachers": ["a"], "tokenizer": "byte", "datase
 # of its own instead of inline in its index, so truncating that file really
 # loses array bytes, as it would for model weights.
 W_SHAPE = (64, 64)
+
+
+def _data(step: int) -> dict[str, int]:
+    """The data item as training saves it: an iterator position."""
+    return {"seed": 0, "epoch": 0, "position": step}
 
 
 def _state(step: int) -> dict[str, jax.Array]:
@@ -53,7 +60,7 @@ def workdir(tmp_path: Path) -> Path:
     """Steps 1, 2, 3 saved the way training saves them."""
     ckpt = Checkpointer(tmp_path, keep=5, keep_best=False, async_save=False)
     for step in (1, 2, 3):
-        ckpt.save(step, _state(step), {"position": step}, META)
+        ckpt.save(step, _state(step), _data(step), META)
     ckpt.wait()
     ckpt.close()
     return tmp_path
@@ -64,6 +71,39 @@ def _truncate_array_file(step_dir: Path) -> None:
     data = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
     path = max(data, key=lambda p: p.stat().st_size)
     os.truncate(path, path.stat().st_size // 2)
+
+
+def _largest_array_file(step_dir: Path) -> Path:
+    data = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+    return max(data, key=lambda p: p.stat().st_size)
+
+
+def _flip_array_byte(step_dir: Path) -> None:
+    """One byte inverted in the middle of the array data: TensorStore reads it
+    back without an error, as other numbers."""
+    path = _largest_array_file(step_dir)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _zero_array_block(step_dir: Path) -> None:
+    """A 512-byte block of zeros, as a disk returns for a lost sector. Placed
+    where the compressed stream holds array bytes verbatim, so it decompresses
+    without an error (elsewhere TensorStore raises, which is caught anyway)."""
+    path = _largest_array_file(step_dir)
+    data = bytearray(path.read_bytes())
+    start = len(data) // 10
+    data[start : start + 512] = bytes(512)
+    path.write_bytes(bytes(data))
+
+
+def _edit_json(rel: str, edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    def damage(step_dir: Path) -> None:
+        value = json.loads((step_dir / rel).read_text())
+        edit(value)
+        (step_dir / rel).write_text(json.dumps(value))
+    return damage
 
 
 def _remove(rel: str) -> Callable[[Path], None]:
@@ -87,6 +127,19 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
     "deleted data metadata": _remove("data/metadata"),
     "torn data json": _overwrite("data/metadata", b'{"posit'),
     "emptied step directory": lambda d: [_remove(p.name)(d) for p in list(d.iterdir())],
+    "flipped byte in an array file": _flip_array_byte,
+    "zeroed block in an array file": _zero_array_block,
+    "edited array checksum": _edit_json("checksums/metadata", lambda v: v["arrays"]["w"].update(
+        checksum="0123456789abcdef")),
+    "checksums item without an array": _edit_json("checksums/metadata",
+                                                  lambda v: v["arrays"].pop("b")),
+    "missing checksums item": _remove("checksums"),
+    "torn checksums item": _overwrite("checksums/metadata", b'{"algorithm": "mur'),
+    "negative iterator position": _edit_json("data/metadata", lambda v: v.update(position=-1)),
+    "iterator position not an integer": _edit_json("data/metadata",
+                                                   lambda v: v.update(position=2.5)),
+    "iterator state without its epoch": _edit_json("data/metadata", lambda v: v.pop("epoch")),
+    "data item is a JSON list": _overwrite("data/metadata", b"[0, 0, 3]"),
 }
 
 
@@ -102,7 +155,7 @@ def test_newest_damaged_falls_back_with_a_warning(workdir: Path, kind: str,
     ckpt.close()
     assert restored is not None and restored.step == 2
     np.testing.assert_array_equal(restored.state["w"], _state(2)["w"])
-    assert restored.data == {"position": 2}
+    assert restored.data == _data(2)
     assert [s for s, _ in restored.damaged] == [3]
     assert f"{step3} is damaged" in caplog.text
     assert harness.tree_of(step3) == before, "a read-only restore changed the damaged step"
@@ -120,11 +173,11 @@ def test_training_restore_moves_damaged_newer_steps_aside_and_can_save_again(
     assert harness.tree_of(moved) == damaged, "the damaged step must be kept, byte for byte"
     assert ckpt.all_steps() == [1, 2]
     # The resumed run writes step 3 again.
-    assert ckpt.save(3, _state(30), {"position": 30}, META, force=True)
+    assert ckpt.save(3, _state(30), _data(30), META, force=True)
     ckpt.wait()
     again = ckpt.restore_intact(_abstract(), expected_meta=META)
     ckpt.close()
-    assert again is not None and again.step == 3 and again.data == {"position": 30}
+    assert again is not None and again.step == 3 and again.data == _data(30)
 
 
 def test_no_intact_checkpoint_is_a_clear_error_and_nothing_changes(workdir: Path) -> None:
@@ -173,22 +226,128 @@ def test_step_problems_is_empty_for_intact_steps(workdir: Path) -> None:
         assert step_problems(workdir / "checkpoints" / str(step)) == []
 
 
+@pytest.mark.parametrize("kind", ["flipped byte in an array file", "zeroed block in an array file"])
+def test_damaged_array_bytes_are_named_by_array_path(workdir: Path, kind: str,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    step3 = workdir / "checkpoints" / "3"
+    DAMAGE[kind](step3)
+    ckpt = Checkpointer(workdir, keep=5, keep_best=False, async_save=False)
+    with caplog.at_level(logging.WARNING, logger="tinyllm_jax.checkpoint"):
+        restored = ckpt.restore_intact(_abstract(), expected_meta=META)
+    ckpt.close()
+    assert restored is not None and restored.step == 2 and not restored.unverified
+    (step, reason), = restored.damaged
+    assert step == 3 and reason.startswith("array w does not match its checksum (recorded ")
+    # A mismatch may be a passing read error: read once more before skipping.
+    assert f"reading {step3} failed" in caplog.text
+
+
+def test_invalid_iterator_position_names_the_file_and_is_not_read_twice(
+    workdir: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    step3 = workdir / "checkpoints" / "3"
+    DAMAGE["negative iterator position"](step3)
+    ckpt = Checkpointer(workdir, keep=5, keep_best=False, async_save=False)
+    with caplog.at_level(logging.WARNING, logger="tinyllm_jax.checkpoint"):
+        restored = ckpt.restore_intact(_abstract(), expected_meta=META, move_damaged=True)
+    ckpt.close()
+    assert restored is not None and restored.step == 2 and restored.data == _data(2)
+    (_, reason), = restored.damaged
+    assert reason == (f"item 'data' ({step3 / 'data' / 'metadata'}) is not an iterator position: "
+                      "position=-1 is negative")
+    assert "trying once more" not in caplog.text
+    assert (workdir / DAMAGED_DIR / "3" / "data" / "metadata").is_file()
+
+
+def _as_old_checkpoint(step_dir: Path) -> None:
+    """A step as written before checksums were recorded."""
+    _remove("checksums")(step_dir)
+    _edit_json("_CHECKPOINT_METADATA", lambda v: v["item_handlers"].pop("checksums"))(step_dir)
+
+
+def test_checkpoint_without_checksums_is_used_unverified_with_a_warning(
+    workdir: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    step3 = workdir / "checkpoints" / "3"
+    _as_old_checkpoint(step3)
+    assert step_problems(step3) == []
+    ckpt = Checkpointer(workdir, keep=5, keep_best=False, async_save=False)
+    with caplog.at_level(logging.WARNING, logger="tinyllm_jax.checkpoint"):
+        restored = ckpt.restore_intact(_abstract(), expected_meta=META)
+        newest = ckpt.restore_intact(_abstract(), expected_meta=META, prefer=2)
+    ckpt.close()
+    assert restored is not None and restored.step == 3 and restored.unverified
+    assert restored.damaged == []
+    np.testing.assert_array_equal(restored.state["w"], _state(3)["w"])
+    assert f"checkpoint {step3} has no array checksums" in caplog.text
+    assert newest is not None and newest.step == 2 and not newest.unverified
+
+
+def test_restore_verifies_and_names_the_damaged_step(workdir: Path) -> None:
+    _flip_array_byte(workdir / "checkpoints" / "3")
+    ckpt = Checkpointer(workdir, keep=5, keep_best=False, async_save=False)
+    with pytest.raises(ChecksumMismatchError, match=r"checkpoints/3 is damaged: array w does not"):
+        ckpt.restore(3, _abstract(), expected_meta=META)
+    state, data, _ = ckpt.restore(2, _abstract(), expected_meta=META)
+    ckpt.close()
+    assert data == _data(2)
+    np.testing.assert_array_equal(state["w"], _state(2)["w"])
+
+
+def test_last_intact_step_is_verified_not_merely_the_last_saved(workdir: Path) -> None:
+    ckpt = Checkpointer(workdir, keep=5, keep_best=False, async_save=False)
+    assert ckpt.last_intact_step(_abstract(), META) == 3
+    _flip_array_byte(workdir / "checkpoints" / "3")
+    assert ckpt.last_intact_step(_abstract(), META) == 2
+    for step in (1, 2):
+        _zero_array_block(workdir / "checkpoints" / str(step))
+    assert ckpt.last_intact_step(_abstract(), META) is None
+    ckpt.close()
+    assert (workdir / "checkpoints" / "3").is_dir(), "a check must not move anything"
+
+
+def test_parameters_only_restore_verifies_the_parameters(tmp_path: Path) -> None:
+    """Evaluation and Student.from_workdir read only `params`; damage there
+    falls back, damage elsewhere in the state does not matter to them."""
+    ckpt = Checkpointer(tmp_path, keep=5, keep_best=False, async_save=False)
+    for step in (1, 2):
+        ckpt.save(step, {"params": {"w": _state(step)["w"]}, "opt": _state(step + 10)["w"]},
+                  _data(step), META)
+    ckpt.close()
+    _flip_array_byte(tmp_path / "checkpoints" / "2")  # the largest file: one of the two arrays
+    abstract = {"w": _abstract()["w"]}
+    ckpt = Checkpointer(tmp_path, keep=5, keep_best=False, async_save=False)
+    step, params, meta = ckpt.restore_params_intact(lambda meta: abstract)
+    full = ckpt.restore_intact({"params": abstract, "opt": _abstract()["w"]}, META)
+    ckpt.close()
+    assert meta == META and full is not None and full.step == 1
+    np.testing.assert_array_equal(params["w"], _state(step)["w"])
+    (_, reason), = full.damaged
+    assert reason.startswith(("array params/w does not match", "array opt does not match"))
+    assert step == (1 if "params/w" in reason else 2)
+
+
 # --- through the training entry point ------------------------------------------------
 
 
+@pytest.mark.parametrize("kind, reason", [
+    ("truncated array file", "cannot read it back"),
+    # Reads back without an error: only the checksums show it.
+    ("flipped byte in an array file", "array "),
+])
 def test_training_resumes_before_a_damaged_checkpoint_and_matches_reference(
-    reference: Path, compile_cache: Path, tmp_path: Path
+    reference: Path, compile_cache: Path, tmp_path: Path, kind: str, reason: str,
 ) -> None:
     workdir = tmp_path / "wd"
     shutil.copytree(reference, workdir)
     newest = workdir / "checkpoints" / "24"
-    _truncate_array_file(newest)
+    DAMAGE[kind](newest)
     damaged = harness.tree_of(newest)
     run = harness.launch(workdir, tmp_path / "run.log", harness.train_args(workdir),
                          harness.subprocess_env(compile_cache))
     assert run.wait(timeout=300) == 0, run.tail()
     log = run.log()
-    assert f"{newest} is damaged and is skipped: cannot read it back" in log
+    assert f"{newest} is damaged and is skipped: {reason}" in log
     assert run.resumed_step() == 20
     assert harness.tree_of(workdir / DAMAGED_DIR / "24") == damaged
     assert harness.state_differences(reference / "checkpoints" / "24", newest) == []

@@ -26,6 +26,25 @@ from tinyllm_jax.data.packing import DEFAULT_MAX_OPEN_ROWS, materialize_rows, pl
 STATE_KEYS = ("seed", "epoch", "position")
 
 
+def state_problems(state: Any) -> list[str]:
+    """What makes `state` unusable as an iterator state ([] = usable): it must
+    be a mapping of the STATE_KEYS to integers, epoch and position >= 0."""
+    if not isinstance(state, Mapping):
+        return [f"expected an object with keys {STATE_KEYS}, got a {type(state).__name__}"]
+    missing = [k for k in STATE_KEYS if k not in state]
+    if missing:
+        return [f"lacks {missing}; expected keys {STATE_KEYS}"]
+    problems = []
+    for k in STATE_KEYS:
+        value = state[k]
+        # JSON gives ints; a float or a string here is damage, not a count.
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            problems.append(f"{k}={value!r} is not an integer")
+        elif k != "seed" and value < 0:
+            problems.append(f"{k}={value!r} is negative")
+    return problems
+
+
 def process_layout(process_index: int | None, process_count: int | None) -> tuple[int, int]:
     if process_index is None or process_count is None:
         import jax
@@ -108,20 +127,23 @@ class BatchIterator:
         return dict(self._state)
 
     def set_state(self, state: Mapping[str, Any]) -> None:
-        missing = [k for k in STATE_KEYS if k not in state]
-        if missing:
+        """Continue from `state` (from `get_state`, e.g. a checkpoint's data item)."""
+        problems = state_problems(state)
+        if problems:
+            raise ValueError(f"iterator state {state!r}: {'; '.join(problems)}")
+        previous, self._state = self._state, {k: int(state[k]) for k in STATE_KEYS}
+        # Past the epoch's last batch, __next__ would silently start the next
+        # epoch: the rows are not the ones this state was saved with. (The
+        # epoch's rows depend on the seed just set.)
+        epoch, position = self._state["epoch"], self._state["position"]
+        batches = self.batches_in_epoch(epoch)
+        if position > batches:
+            self._state = previous
             raise ValueError(
-                f"iterator state {dict(state)!r} lacks {missing}; expected keys {STATE_KEYS}"
+                f"iterator state position {position} is past the end of epoch {epoch}, which "
+                f"has {batches} batches: the training data is not the data this position was "
+                "saved with"
             )
-        values = {}
-        for k in STATE_KEYS:
-            try:
-                values[k] = int(state[k])
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"iterator state {k}={state[k]!r} is not an integer") from e
-        if values["epoch"] < 0 or values["position"] < 0:
-            raise ValueError(f"iterator state epoch and position must be >= 0, got {values}")
-        self._state = values
 
     # ------------------------------------------------------------ epochs
 

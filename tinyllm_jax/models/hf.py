@@ -10,7 +10,6 @@ safetensors checkpoint needs neither transformers nor torch.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -21,15 +20,12 @@ import numpy as np
 from flax import linen as nn
 
 from tinyllm_jax.atomic import write_bytes_atomic, write_json_atomic
+from tinyllm_jax.models.hf_config import CheckpointError, config_from_hf, config_to_hf, read_json
 from tinyllm_jax.models.t5 import T5Config, abstract_params
 
 log = logging.getLogger(__name__)
 
 Params = dict[str, Any]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory that cannot be read as an HF T5 model."""
 
 
 # --- tensor name mapping ----------------------------------------------------
@@ -115,68 +111,30 @@ def _entries(cfg: T5Config) -> list[_Entry]:
 _TIED_ALIASES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
 
 
-# --- config -----------------------------------------------------------------
-
-_CONFIG_FIELDS = (
-    "vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
-    "relative_attention_num_buckets", "relative_attention_max_distance", "dropout_rate",
-    "layer_norm_epsilon", "feed_forward_proj",
-)
-
-
-def config_from_hf(hf_config: dict[str, Any], source: str = "config.json") -> T5Config:
-    """Our T5Config from the parsed `config.json` of an HF T5 checkpoint."""
-    model_type = hf_config.get("model_type")
-    archs = hf_config.get("architectures") or []
-    if model_type not in ("t5", None) or (archs and not any("T5" in a for a in archs)):
-        raise CheckpointError(
-            f"{source}: unknown architecture model_type={model_type!r} architectures={archs}; "
-            "expected an HF T5 encoder-decoder (model_type 't5', T5ForConditionalGeneration)"
-        )
-    missing = [f for f in ("d_model", "num_layers", "num_heads", "vocab_size") if f not in hf_config]
-    if missing:
-        raise CheckpointError(f"{source}: missing required fields {missing}")
-    kwargs = {f: hf_config[f] for f in _CONFIG_FIELDS if hf_config.get(f) is not None}
-    # HF: a config that does not say `tie_word_embeddings: false` is v1.0
-    # (tied, scaled). Whether the head is really tied also depends on the
-    # tensors (see load_hf_checkpoint); the scaling depends only on this flag.
-    v1_0 = hf_config.get("tie_word_embeddings", True) is not False
-    kwargs["tie_word_embeddings"] = v1_0
-    # Configs saved by transformers 5 also store the resolved flag, which wins.
-    kwargs["scale_decoder_outputs"] = bool(hf_config.get("scale_decoder_outputs", v1_0))
-    try:
-        return T5Config(**kwargs)
-    except ValueError as e:
-        raise CheckpointError(f"{source}: unsupported T5 config: {e}") from e
-
-
-def config_to_hf(cfg: T5Config) -> dict[str, Any]:
-    d = {f: getattr(cfg, f) for f in _CONFIG_FIELDS}
-    d["num_decoder_layers"] = cfg.n_decoder_layers
-    d.update(
-        architectures=["T5ForConditionalGeneration"], model_type="t5", is_encoder_decoder=True,
-        # HF derives the output scaling from this flag alone; an untied head
-        # is recognised from the distinct lm_head.weight we always write then.
-        tie_word_embeddings=cfg.scales_decoder_outputs,
-        scale_decoder_outputs=cfg.scales_decoder_outputs, pad_token_id=0, eos_token_id=1,
-        decoder_start_token_id=0, dense_act_fn="gelu_new" if cfg.gated else "relu",
-        is_gated_act=cfg.gated, initializer_factor=1.0, use_cache=True,
-    )
-    return d
-
-
 # --- reading tensors --------------------------------------------------------
+
+
+def _shard_files(index: Path) -> list[str]:
+    """The shard file names a `*.index.json` lists."""
+    data = read_json(index, "the shard index")
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(
+            isinstance(v, str) and v for v in weight_map.values()):
+        raise CheckpointError(f"{index}: not a valid shard index (expected an object whose "
+                              "'weight_map' maps tensor names to shard file names)")
+    shards = sorted(set(weight_map.values()))
+    for shard in shards:
+        if Path(shard).is_absolute() or ".." in Path(shard).parts:
+            raise CheckpointError(f"{index}: names shard {shard!r}, outside the checkpoint "
+                                  "directory")
+    return shards
 
 
 def _iter_tensor_files(directory: Path) -> Iterator[Path]:
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index = directory / index_name
         if index.exists():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError) as e:
-                raise CheckpointError(f"{index}: not a valid shard index ({e})") from e
-            for shard in sorted(set(weight_map.values())):
+            for shard in _shard_files(index):
                 if not (directory / shard).exists():
                     raise CheckpointError(f"{index}: names shard {shard!r}, which is missing")
                 yield directory / shard
@@ -191,14 +149,32 @@ def _iter_tensor_files(directory: Path) -> Iterator[Path]:
     )
 
 
-def _read_tensor_file(path: Path) -> dict[str, np.ndarray]:
-    if path.suffix == ".safetensors":
-        from safetensors.numpy import load_file
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors import safe_open
 
-        try:
-            return load_file(str(path))
-        except Exception as e:  # safetensors raises several types on bad files
-            raise CheckpointError(f"{path}: cannot read safetensors file ({e})") from e
+    out: dict[str, Any] = {}
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            for name in f.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
+                try:
+                    out[name] = f.get_tensor(name)
+                except TypeError:  # bfloat16: numpy lacks the type, jax (ml_dtypes) has it
+                    out[name] = None
+        if bf16 := [name for name, value in out.items() if value is None]:
+            with safe_open(str(path), framework="flax") as f:
+                for name in bf16:
+                    out[name] = np.asarray(f.get_tensor(name))
+    except Exception as e:  # safetensors raises several types on bad files
+        raise CheckpointError(f"{path}: cannot read safetensors file ({e})") from e
+    return out
+
+
+def _read_tensor_file(path: Path) -> dict[str, np.ndarray]:
+    """Named tensors as numpy arrays: floats as stored (bfloat16 through
+    ml_dtypes) from safetensors, float32 from .bin; other dtypes as they are,
+    for the caller to report."""
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
     try:
         import torch
     except ImportError as e:
@@ -209,7 +185,41 @@ def _read_tensor_file(path: Path) -> dict[str, np.ndarray]:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"{path}: cannot read PyTorch checkpoint ({e})") from e
-    return {k: v.float().numpy() for k, v in state.items()}
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a state dict of "
+                              "named tensors")
+    out = {}
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{path}: entry {name!r} holds {value!r:.60}, not a tensor")
+        out[str(name)] = value.float().numpy() if value.is_floating_point() else value.numpy()
+    return out
+
+
+_FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def _read_tensors(directory: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    """(every tensor of the checkpoint, problems with their files or values)."""
+    tensors: dict[str, np.ndarray] = {}
+    where: dict[str, str] = {}
+    problems = []
+    for f in _iter_tensor_files(directory):
+        for name, value in _read_tensor_file(f).items():
+            if name in tensors:
+                problems.append(f"tensor {name} is in both {where[name]} and {f.name}")
+            tensors[name], where[name] = value, f.name
+    for name, value in tensors.items():
+        if value.dtype.name not in _FLOAT_DTYPES:
+            problems.append(f"tensor {name} has dtype {value.dtype.name}, expected a float type "
+                            f"({', '.join(_FLOAT_DTYPES)})")
+            continue
+        # NaN or inf weights give non-finite logits for every input.
+        bad = int(value.size - np.count_nonzero(np.isfinite(value.astype(np.float32))))
+        if bad:
+            problems.append(f"tensor {name} ({where[name]}) holds {bad} non-finite value(s) "
+                            "(NaN or inf)")
+    return tensors, problems
 
 
 def resolve_checkpoint_dir(path_or_id: str | os.PathLike) -> Path:
@@ -241,13 +251,7 @@ def resolve_checkpoint_dir(path_or_id: str | os.PathLike) -> Path:
 def load_hf_config(path_or_id: str | os.PathLike) -> T5Config:
     directory = resolve_checkpoint_dir(path_or_id)
     cfg_path = directory / "config.json"
-    if not cfg_path.exists():
-        raise CheckpointError(f"{directory}: missing config.json")
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{cfg_path}: invalid JSON at line {e.lineno}: {e.msg}") from e
-    return config_from_hf(raw, str(cfg_path))
+    return config_from_hf(read_json(cfg_path, "the model config"), str(cfg_path))
 
 
 def load_hf_checkpoint(
@@ -260,9 +264,11 @@ def load_hf_checkpoint(
     """
     directory = resolve_checkpoint_dir(path_or_id)
     cfg = load_hf_config(directory)
-    tensors: dict[str, np.ndarray] = {}
-    for f in _iter_tensor_files(directory):
-        tensors.update(_read_tensor_file(f))
+    tensors, problems = _read_tensors(directory)
+    if problems:
+        listing = "\n  ".join(problems)
+        raise CheckpointError(f"{directory}: unusable weights ({len(problems)} problem(s)):"
+                              f"\n  {listing}")
     head, shared = tensors.get("lm_head.weight"), tensors.get("shared.weight")
     if (
         cfg.tie_word_embeddings and head is not None and shared is not None
@@ -275,7 +281,6 @@ def load_hf_checkpoint(
 
     entries = _entries(cfg)
     expected = {e.hf for e in entries}
-    problems: list[str] = []
     if not cfg.tie_word_embeddings and "lm_head.weight" not in tensors and "shared.weight" in tensors:
         # HF loads such a checkpoint with the head tied to the embedding but
         # without v1.0's output scaling; reproduce that exactly.
