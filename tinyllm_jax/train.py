@@ -10,6 +10,7 @@ compile check and the benchmarks use too.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from tinyllm_jax import checkpoint as ckpt_lib
 from tinyllm_jax import metrics as metrics_lib
@@ -27,11 +29,13 @@ from tinyllm_jax.data.bundle import load_data
 from tinyllm_jax.data.features import ANSWER_TASK, task_names
 from tinyllm_jax.data.iterator import BatchIterator
 from tinyllm_jax.data.pipeline import make_iterator
+from tinyllm_jax.dirlock import DirectoryLock
 from tinyllm_jax.evaluation.predictions import write_predictions
 from tinyllm_jax.evaluation.run import evaluate_run_split
 from tinyllm_jax.evaluation.scoring import accuracy_text
 from tinyllm_jax.preemption import Preemption
 from tinyllm_jax.spec import RunSpec, TrainSpec, parse
+from tinyllm_jax.workdir import TRAIN_DIRS, TRAIN_FILES, WorkdirError, prepare_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -68,19 +72,78 @@ def _batch_stats(batch: dict[str, np.ndarray]) -> tuple[int, int]:
 # --- the loop -----------------------------------------------------------------------
 
 
-def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
-    """Train, evaluate and report; `config` is a RunSpec or a ConfigDict (parsed here)."""
+def claim_workdir(spec: RunSpec, workdir: str) -> DirectoryLock | None:
+    """Check the workdir (tinyllm_jax.workdir) and take its lock, before any
+    data is read. Only process 0 does both; every process learns the outcome,
+    so a refused multi-host run stops on all hosts instead of hanging."""
+    lock, error = None, None
+    if jax.process_index() == 0:
+        outputs = (*TRAIN_FILES, *(f"predictions_{s}.jsonl" for s in (spec.eval.final_split,) if s))
+        try:
+            prepare_output_dir(workdir, dirs=TRAIN_DIRS, files=outputs)
+            lock = DirectoryLock(workdir, what="training workdir")
+            lock.acquire()
+        except (ValueError, OSError) as e:
+            lock, error = None, e
+    if jax.process_count() > 1:
+        ok = bool(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
+        if not ok and error is None:
+            raise WorkdirError(f"--workdir {workdir}: process 0 could not use it (its log says "
+                               "why); this process stops too")
+    if error is not None:
+        raise error
+    return lock
+
+
+def train_and_evaluate(config: Any, workdir: str, *, abort_process: bool = False
+                       ) -> dict[str, Any]:
+    """Train, evaluate and report; `config` is a RunSpec or a ConfigDict (parsed here).
+
+    summary["status"]: "completed", "preempted" (SIGTERM: saved and stopped)
+    or "interrupted" (Ctrl-C in the loop: saved and stopped). A Ctrl-C before
+    or after the loop, or a second one, raises KeyboardInterrupt; with
+    `abort_process` (the command line) a second one ends the process at once.
+    """
     spec = parse(config)
     # Before anything slow: a SIGTERM during start-up then makes the loop run
     # one step, save and exit 0 instead of killing the process.
-    with Preemption() as preempt:
-        return _train_and_evaluate(spec, workdir, preempt)
+    with Preemption(interrupts=True, abort_process=abort_process,
+                    stop_note="stopped by Ctrl-C outside the training loop, with nothing unsaved; "
+                              "the same command resumes from the last checkpoint") as preempt:
+        lock = claim_workdir(spec, workdir)
+        if lock is not None:
+            preempt.before_abort(lock.release)
+        try:
+            with contextlib.ExitStack() as on_error:
+                return _train_and_evaluate(spec, workdir, preempt, on_error)
+        finally:
+            if lock is not None:
+                lock.release()
 
 
-def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption) -> dict[str, Any]:
+def _close_after_error(closers: list[Any]) -> Any:
+    """An ExitStack callback that, only when an exception leaves the run,
+    lets the in-flight checkpoint write end and closes the writers, so the
+    process exits with its one-line error instead of hanging in Orbax."""
+
+    def on_exit(exc_type: Any, exc: Any, tb: Any) -> bool:
+        if exc_type is not None:
+            for close in closers:
+                try:
+                    close()
+                except Exception as e:  # the original error is what the user must see
+                    log.warning("while stopping after an error: %s: %s", type(e).__name__, e)
+        return False
+
+    return on_exit
+
+
+def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption,
+                        on_error: contextlib.ExitStack) -> dict[str, Any]:
     workdir_path = Path(workdir)
-    workdir_path.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0
+    closers: list[Any] = []
+    on_error.push(_close_after_error(closers))
     mesh = setup_lib.run_mesh(spec)
 
     # ---- input
@@ -112,6 +175,7 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption) -> dic
         workdir, keep=train.keep_checkpoints, keep_best=train.keep_best,
         async_save=train.async_checkpoints,
     )
+    closers.append(ckpt.close)
     # The newest intact checkpoint; damaged newer ones are named in a warning
     # and moved aside, since this run writes those step numbers again.
     resumed = ckpt.restore_intact(abstract, expected_meta=meta, move_damaged=True)
@@ -136,6 +200,7 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption) -> dic
 
     # ---- evals
     writer = metrics_lib.MetricWriter(workdir)
+    closers.append(writer.close)
     history: dict[str, Any] = {"best_val_accuracy": None, "best_step": None}
 
     def evaluate_now(step: int) -> dict[str, dict[str, float]]:
@@ -166,7 +231,7 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption) -> dic
     batch = first
     step = start
     status = "completed"
-    with preempt:
+    with preempt.saving():
         while step < total:
             if step > start:
                 batch = next(iterator)
@@ -221,9 +286,12 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption) -> dic
             if preempt.requested:
                 if last_saved != step:
                     save(step, None, force=True)
-                status = "preempted"
+                status = "interrupted" if preempt.reason == "SIGINT" else "preempted"
                 break
-    ckpt.wait()
+        # Still inside: a Ctrl-C while the last write ends must not cut it.
+        ckpt.wait()
+    if status == "completed" and preempt.requested:
+        status = "interrupted" if preempt.reason == "SIGINT" else "preempted"
     progress.close()
     train_s = time.perf_counter() - t_train
 
