@@ -13,8 +13,8 @@ caller); a process killed outright leaves it, and the next one takes such a
 *stale* lock over with a warning. Stale means:
 
 - same host: the recorded process is gone (its pid does not exist, or the
-  pid now belongs to a process started at another time, or the machine
-  rebooted since);
+  pid now belongs to a process started at another time, as after a
+  container restart, or the machine rebooted since);
 - another host (a shared file system): the holder refreshes the file's
   modification time every HEARTBEAT_S seconds, so a lock not refreshed for
   STALE_AFTER_S seconds is stale (the holder died with its host or was
@@ -125,8 +125,6 @@ class Holder:
             return None
         if self.boot_id and self.boot_id != _boot_id():
             return "this machine rebooted since"
-        if self.pid == os.getpid():
-            return "it was this process's pid in an earlier life (a restarted container)"
         if not _pid_exists(self.pid):
             return f"process {self.pid} no longer exists"
         if self.process_start and self.process_start != _process_start(self.pid):

@@ -16,8 +16,9 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 # Importing these touches no device: distributed start-up and the compile
-# check's fake devices can still choose the backend afterwards.
-from tinyllm_jax import train
+# check's fake devices can still choose the backend afterwards. quiet_start
+# comes first: it makes a Ctrl-C during the imports quiet.
+from tinyllm_jax import quiet_start, train  # noqa: F401
 from tinyllm_jax.aot import run_from_spec
 from tinyllm_jax.cli import config_value, error_boundary, fail, interrupted, parse_flags
 from tinyllm_jax.evaluation.run import evaluate_workdir

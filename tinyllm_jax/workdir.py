@@ -140,7 +140,11 @@ def prepare_output_dir(directory: str | os.PathLike, *, dirs: Iterable[str] = ()
     if os.path.lexists(path) and not path.is_dir():
         raise WorkdirError(f"{flag} {path} is {_kind(path)}, not a directory; pass a directory "
                            "(a new one is created)")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WorkdirError(f"{flag} {path}: cannot create it ({e.strerror or e}); use a "
+                           "writable location") from e
     probe_writable(path, flag)
     check_entries(path, dirs, files, flag)
     return path

@@ -78,6 +78,9 @@ def _evaluate_workdir(spec: RunSpec, workdir_path: Path, split: str, which: str
             f"{workdir_path / 'checkpoints' / str(student.checkpoint_step)} was written by a "
             f"different configuration; refusing to evaluate it with this one:\n  {listing}")
     params, step = student.params, student.checkpoint_step
+    if jax.process_index() == 0:
+        print(f"evaluating {split} ({len(bundle.eval_examples[split])} examples) with "
+              f"{workdir_path / 'checkpoints' / str(step)}", flush=True)
     m, rows = evaluate_run_split(spec, model, params, bundle, split, mesh)
     if spec.eval.rationales and bundle.teachers:
         by_id = {r["id"]: r for r in rows}
