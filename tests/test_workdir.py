@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from tests.faults import harness
 from tinyllm_jax import cli
 from tinyllm_jax.workdir import (
     TRAIN_DIRS,
@@ -128,3 +131,19 @@ def test_error_boundary_exit_statuses(capsys: pytest.CaptureFixture[str]) -> Non
     assert capsys.readouterr().err == "error: CustomError: bad\n"
     with pytest.raises(ZeroDivisionError), cli.error_boundary():  # a bug keeps its traceback
         raise ZeroDivisionError
+
+
+def test_eval_on_a_mistyped_workdir_creates_nothing(tmp_path: Path) -> None:
+    """Through the command line: exit 2, one line, and no directory appears."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "tinyllm_jax.main", "--config=configs/tiny.py", "--mode=eval",
+         f"--workdir={runs / 'tyop'}"], cwd=harness.REPO, env=harness.subprocess_env(),
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: WorkdirError: --workdir {runs / 'tyop'} does not exist (nothing was created); "
+        "check the path: it must be the workdir of a training run")
+    assert "Traceback" not in proc.stderr
+    assert list(runs.iterdir()) == []
