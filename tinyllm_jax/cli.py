@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import re
 import sys
 from collections.abc import Iterator
 from typing import Any, NoReturn
@@ -48,7 +49,12 @@ _OS_HINTS: dict[int, str] = {
     errno.ENFILE: "too many open files on the system: raise the limit",
     errno.ENXIO: "no such device: check the path",
     errno.ETXTBSY: "the file is busy: stop the program using it",
+    errno.EFBIG: "a file grew past the size limit (ulimit -f) or the file system's maximum: "
+                 "raise the limit or write elsewhere",
 }
+# TensorStore (Orbax's array writer) reports OS errors as ValueErrors ending
+# in this, e.g. "... No space left on device [os_error_code='28']".
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
 
 
 def fail(message: str) -> NoReturn:
@@ -61,7 +67,11 @@ def error_text(error: BaseException) -> str:
     """`Type: message` for an exception, with what to do for OS errors."""
     if isinstance(error, OSError) and error.errno is not None:
         return os_error_text(error)
-    return f"{type(error).__name__}: {error}"
+    text = f"{type(error).__name__}: {error}"
+    code = _OS_ERROR_CODE.search(text)
+    if code and int(code.group(1)) in _OS_HINTS:
+        text += f"; {_OS_HINTS[int(code.group(1))]}"
+    return text
 
 
 def os_error_text(error: OSError) -> str:

@@ -20,6 +20,7 @@ from ml_collections import config_flags
 # comes first: it makes a Ctrl-C during the imports quiet.
 from tinyllm_jax import quiet_start, train  # noqa: F401
 from tinyllm_jax.aot import run_from_spec
+from tinyllm_jax.background_errors import quiet_background_errors
 from tinyllm_jax.cli import config_value, error_boundary, fail, interrupted, parse_flags
 from tinyllm_jax.evaluation.run import evaluate_workdir
 from tinyllm_jax.selfcheck import run_selfcheck
@@ -43,6 +44,7 @@ def main(argv: list[str]) -> None:
     # whole option set on every manager) would bury them.
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("tinyllm_jax").setLevel(logging.INFO)
+    quiet_background_errors()
     # The one boundary: user-caused errors (OS errors included) end as one
     # line and exit 2, Ctrl-C as one line and 130; bugs keep a traceback.
     with error_boundary(train.NonFiniteError, on_interrupt=_INTERRUPTED[_MODE.value]):
