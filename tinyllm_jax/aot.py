@@ -33,6 +33,7 @@ from tinyllm_jax.configs import MODEL_SIZES
 from tinyllm_jax.memory import format_bytes
 from tinyllm_jax.models.t5 import abstract_params, count_params
 from tinyllm_jax.models.t5_config import SIZES
+from tinyllm_jax.preemption import Preemption
 from tinyllm_jax.sharding import make_mesh
 from tinyllm_jax.spec import RUNTIME_MODEL_FIELDS, ConfigError, MeshSpec, RunSpec, parse
 from tinyllm_jax.workdir import check_output_file
@@ -252,7 +253,9 @@ def _main() -> None:
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]}")
         cfg = config_value(config_flag, "configs/tiny.py")
-        with error_boundary(on_interrupt="compile check stopped by Ctrl-C; nothing was written"):
+        stopped = "compile check stopped by Ctrl-C; nothing was written"
+        with error_boundary(on_interrupt=stopped), Preemption(
+                interrupts=True, sigterm=False, abort_process=True, stop_note=stopped):
             _check(cfg)
 
     def _check(cfg: Any) -> None:

@@ -23,6 +23,7 @@ from tinyllm_jax.aot import run_from_spec
 from tinyllm_jax.background_errors import quiet_background_errors
 from tinyllm_jax.cli import config_value, error_boundary, fail, interrupted, parse_flags
 from tinyllm_jax.evaluation.run import evaluate_workdir
+from tinyllm_jax.preemption import Preemption
 from tinyllm_jax.selfcheck import run_selfcheck
 from tinyllm_jax.sharding import maybe_initialize_distributed
 from tinyllm_jax.spec import ConfigError, RunSpec, parse
@@ -70,13 +71,22 @@ def _load_spec(compile_only: bool) -> RunSpec:
         fail(str(e))
 
 
+def _stop_at_once(mode: str) -> Preemption:
+    """Ctrl-C for the modes that write nothing: stop at once (a thread woken
+    by the signal, so also inside a compile), exit 130."""
+    return Preemption(interrupts=True, sigterm=False, abort_process=True,
+                      stop_note=_INTERRUPTED[mode])
+
+
 def _run_mode(mode: str) -> None:
     if mode == "selfcheck":
-        run_selfcheck()
+        with _stop_at_once(mode):
+            run_selfcheck()
         return
     spec = _load_spec(compile_only=mode == "compile")
     if mode == "compile":
-        run_from_spec(spec)
+        with _stop_at_once(mode):
+            run_from_spec(spec)
         return
     if not _WORKDIR.value:
         fail("--workdir is required")

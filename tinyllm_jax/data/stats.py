@@ -27,6 +27,7 @@ from tinyllm_jax.data.features import feature_lengths, task_names
 from tinyllm_jax.data.iterator import BatchIterator
 from tinyllm_jax.data.packing import rows_efficiency
 from tinyllm_jax.data.pipeline import build_features, load_examples, row_lengths, tokenizer_for
+from tinyllm_jax.preemption import Preemption
 from tinyllm_jax.spec import ConfigError, DataSpec, data_spec
 from tinyllm_jax.tokenizers import Tokenizer
 
@@ -174,7 +175,8 @@ def _flags_data_cfg() -> dict[str, Any]:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {list(argv[1:])}")
-    with error_boundary(on_interrupt="stats stopped by Ctrl-C"):
+    with error_boundary(on_interrupt="stats stopped by Ctrl-C"), Preemption(
+            interrupts=True, sigterm=False, abort_process=True, stop_note="stats stopped by Ctrl-C"):
         _describe()
 
 
