@@ -10,7 +10,6 @@ compile check and the benchmarks use too.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import time
@@ -113,37 +112,32 @@ def train_and_evaluate(config: Any, workdir: str, *, abort_process: bool = False
         lock = claim_workdir(spec, workdir)
         if lock is not None:
             preempt.before_abort(lock.release)
+        closers: list[Any] = []  # filled by the run: the checkpointer, the metric writer
         try:
-            with contextlib.ExitStack() as on_error:
-                return _train_and_evaluate(spec, workdir, preempt, on_error)
+            return _train_and_evaluate(spec, workdir, preempt, closers)
+        except BaseException:
+            _close_quietly(closers)
+            raise
         finally:
             if lock is not None:
                 lock.release()
 
 
-def _close_after_error(closers: list[Any]) -> Any:
-    """An ExitStack callback that, only when an exception leaves the run,
-    lets the in-flight checkpoint write end and closes the writers, so the
-    process exits with its one-line error instead of hanging in Orbax."""
-
-    def on_exit(exc_type: Any, exc: Any, tb: Any) -> bool:
-        if exc_type is not None:
-            for close in closers:
-                try:
-                    close()
-                except Exception as e:  # the original error is what the user must see
-                    log.warning("while stopping after an error: %s: %s", type(e).__name__, e)
-        return False
-
-    return on_exit
+def _close_quietly(closers: list[Any]) -> None:
+    """After an error: let the checkpoint write in flight end (committed or
+    failed) and close the writers before the lock is released; their own
+    errors (a full disk again) are logged, the original error is raised."""
+    for close in closers:
+        try:
+            close()
+        except Exception as e:
+            log.warning("while stopping after an error: %s: %s", type(e).__name__, e)
 
 
 def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption,
-                        on_error: contextlib.ExitStack) -> dict[str, Any]:
+                        closers: list[Any]) -> dict[str, Any]:
     workdir_path = Path(workdir)
     is_main = jax.process_index() == 0
-    closers: list[Any] = []
-    on_error.push(_close_after_error(closers))
     mesh = setup_lib.run_mesh(spec)
 
     # ---- input
