@@ -8,7 +8,7 @@ A case feeds one bad input to the code a user would run: a reader
 command line itself (a subprocess). Outcomes:
 
 - clear error: an exception the entry points print as `error: ...` (a
-  ValueError, FileNotFoundError or TeacherError) whose message holds the
+  ValueError, an OSError or a TeacherError) whose message holds the
   case's fragment (which names the file, line or field); for the command
   line, the expected exit status, the fragment in the output, no traceback;
 - counted skip: no error, and the case's DataReport key (or counter) is > 0;
@@ -46,13 +46,15 @@ from typing import Any
 import pytest
 
 from tests.faults import harness
+from tinyllm_jax.cli import USER_ERRORS
 from tinyllm_jax.configs import load_config_file
 from tinyllm_jax.teachers.config import TeacherError
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "tests" / "data" / "bad"
-# What tinyllm_jax.main and tinyllm_jax.teachers turn into "error: ..." and exit 2.
-HANDLED = (ValueError, FileNotFoundError, TeacherError)
+# What tinyllm_jax.main and tinyllm_jax.teachers turn into "error: ..." and exit 2
+# (cli.USER_ERRORS: ValueError and every OSError).
+HANDLED = (*USER_ERRORS, TeacherError)
 TRACEBACK = "Traceback (most recent call last)"
 CLI_WORKERS = 3  # command-line cases are mostly import time: overlap a few
 

@@ -21,20 +21,22 @@ guarantee (docs/scaling.md compares them), and keep some headroom.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import jax
 import numpy as np
 
 from tinyllm_jax import setup as setup_lib
-from tinyllm_jax.cli import fail
+from tinyllm_jax.atomic import write_json_atomic
+from tinyllm_jax.cli import config_value, error_boundary, fail, parse_flags
 from tinyllm_jax.configs import MODEL_SIZES
 from tinyllm_jax.memory import format_bytes
 from tinyllm_jax.models.t5 import abstract_params, count_params
 from tinyllm_jax.models.t5_config import SIZES
+from tinyllm_jax.preemption import Preemption
 from tinyllm_jax.sharding import make_mesh
 from tinyllm_jax.spec import RUNTIME_MODEL_FIELDS, ConfigError, MeshSpec, RunSpec, parse
+from tinyllm_jax.workdir import check_output_file
 
 # Usable memory per chip in GiB, for --chip. TPU figures are HBM per chip;
 # GPUs are what the card reports. JAX on GPU preallocates 75% by default
@@ -250,11 +252,19 @@ def _main() -> None:
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]}")
-        if config_flag.value is None:
-            fail("--config is required, e.g. --config=configs/tiny.py")
+        cfg = config_value(config_flag, "configs/tiny.py")
+        stopped = "compile check stopped by Ctrl-C; nothing was written"
+        with error_boundary(on_interrupt=stopped), Preemption(
+                interrupts=True, sigterm=False, abort_process=True, stop_note=stopped):
+            _check(cfg)
+
+    def _check(cfg: Any) -> None:
+        if json_flag.value:
+            # Before the compile, which can take minutes.
+            check_output_file(json_flag.value, "--json")
         try:
             dims = parse_mesh(mesh_flag.value) if mesh_flag.value else None
-            spec = parse(config_flag.value, reads_data=False)
+            spec = parse(cfg, reads_data=False)
             cfg_dims = (spec.mesh.data, spec.mesh.fsdp, spec.mesh.tensor)
             count = devices_flag.value
             if count is None and -1 not in (dims or cfg_dims):
@@ -278,16 +288,13 @@ def _main() -> None:
             )
         except ConfigError as e:
             fail(str(e))
-        except ValueError as e:
-            fail(f"{type(e).__name__}: {e}")
         print(format_result(result), flush=True)
         if json_flag.value:
-            with open(json_flag.value, "w", encoding="utf-8") as f:
-                json.dump(result, f, indent=1, sort_keys=True)
+            write_json_atomic(json_flag.value, result, indent=1)
         if result["fits"] is False:
             raise SystemExit(1)
 
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

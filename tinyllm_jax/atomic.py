@@ -55,9 +55,12 @@ def open_atomic(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+            # A failed write or fsync (a full disk) names no file: name it.
+            raise type(e)(e.errno, e.strerror, os.fspath(path)) from e
         raise
     fsync_dir(path.parent)
 

@@ -10,21 +10,23 @@ memory per device; see tinyllm_jax/aot.py).
 from __future__ import annotations
 
 import logging
-import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
 # Importing these touches no device: distributed start-up and the compile
-# check's fake devices can still choose the backend afterwards.
-from tinyllm_jax import train
+# check's fake devices can still choose the backend afterwards. quiet_start
+# comes first: it makes a Ctrl-C during the imports quiet.
+from tinyllm_jax import quiet_start, train  # noqa: F401
 from tinyllm_jax.aot import run_from_spec
-from tinyllm_jax.cli import fail
+from tinyllm_jax.background_errors import quiet_background_errors
+from tinyllm_jax.cli import config_value, error_boundary, fail, interrupted, parse_flags
 from tinyllm_jax.evaluation.run import evaluate_workdir
+from tinyllm_jax.preemption import Preemption
 from tinyllm_jax.selfcheck import run_selfcheck
 from tinyllm_jax.sharding import maybe_initialize_distributed
-from tinyllm_jax.spec import ConfigError, parse
+from tinyllm_jax.spec import ConfigError, RunSpec, parse
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, optionally with ':args', e.g. configs/obqa.py:size=base.",
@@ -43,64 +45,61 @@ def main(argv: list[str]) -> None:
     # whole option set on every manager) would bury them.
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("tinyllm_jax").setLevel(logging.INFO)
-    if _MODE.value == "selfcheck":
-        run_selfcheck()
-        return
-    compile_only = _MODE.value == "compile"
+    quiet_background_errors()
+    # The one boundary: user-caused errors (OS errors included) end as one
+    # line and exit 2, Ctrl-C as one line and 130; bugs keep a traceback.
+    with error_boundary(train.NonFiniteError, on_interrupt=_INTERRUPTED[_MODE.value]):
+        _run_mode(_MODE.value)
+
+
+_INTERRUPTED = {
+    "train": "stopped by Ctrl-C before or after the training loop; every checkpoint written "
+             "is kept, and the same command resumes",
+    "eval": "evaluation stopped by Ctrl-C; nothing was written",
+    "selfcheck": "self-check stopped by Ctrl-C",
+    "compile": "compile check stopped by Ctrl-C; nothing was written",
+}
+
+
+def _load_spec(compile_only: bool) -> RunSpec:
+    cfg = config_value(_CONFIG, "configs/demo.py")
     try:
-        cfg = _CONFIG.value
-        if cfg is None:
-            fail("--config is required, e.g. --config=configs/demo.py")
         # The one validation of every field, before any data is read or
         # anything compiled.
-        spec = parse(cfg, reads_data=not compile_only)
+        return parse(cfg, reads_data=not compile_only)
     except ConfigError as e:
         fail(str(e))
-    except (OSError, SyntaxError) as e:  # ml_collections defers load errors to first use
-        fail(f"--config: {str(e).strip().splitlines()[-1]}")
-    if compile_only:
-        try:
+
+
+def _stop_at_once(mode: str) -> Preemption:
+    """Ctrl-C for the modes that write nothing: stop at once (a thread woken
+    by the signal, so also inside a compile), exit 130."""
+    return Preemption(interrupts=True, sigterm=False, abort_process=True,
+                      stop_note=_INTERRUPTED[mode])
+
+
+def _run_mode(mode: str) -> None:
+    if mode == "selfcheck":
+        with _stop_at_once(mode):
+            run_selfcheck()
+        return
+    spec = _load_spec(compile_only=mode == "compile")
+    if mode == "compile":
+        with _stop_at_once(mode):
             run_from_spec(spec)
-        except ValueError as e:
-            fail(f"{type(e).__name__}: {e}")
         return
     if not _WORKDIR.value:
         fail("--workdir is required")
-
     # Before any other JAX call: it decides how many devices exist.
     maybe_initialize_distributed(spec.distributed)
-    try:
-        if _MODE.value == "train":
-            train.train_and_evaluate(spec, _WORKDIR.value)
-        else:
-            evaluate_workdir(spec, _WORKDIR.value, _SPLIT.value, _WHICH.value)
-    except (ValueError, FileNotFoundError, train.NonFiniteError) as e:
-        # Input, config and checkpoint problems: a message a person can act
-        # on, not a traceback. Bugs (other exceptions) still show one.
-        fail(f"{type(e).__name__}: {e}")
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's parsing, with config-override mistakes reported as one line.
-
-    ml_collections raises AttributeError/TypeError with a traceback for
-    `--config.train.lr=...` when no such field exists or the type is wrong.
-    """
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        message = str(e)
-        if "Traceback (most recent call last)" in message:
-            # ml_collections embeds get_config's traceback; its last line says what is wrong.
-            message = message.split("Traceback")[0].strip() + " " + message.strip().splitlines()[-1]
-    except (AttributeError, KeyError, TypeError, ValueError, SyntaxError, OSError) as e:
-        message = f"{type(e).__name__}: {e}"
-    bad = [a for a in argv[1:] if a.startswith("--config")]
-    print(f"error: could not apply the command-line flags {bad}: {message}\n"
-          "Config fields are locked: check the spelling against the config file "
-          "(python -m tinyllm_jax.main --config=... --helpfull lists them).",
-          file=sys.stderr, flush=True)
-    sys.exit(2)
+    if mode == "train":
+        summary = train.train_and_evaluate(spec, _WORKDIR.value, abort_process=True)
+        if summary["status"] == "interrupted":
+            interrupted(f"training stopped by Ctrl-C at step {summary['step']}; its checkpoint "
+                        f"is in {summary['workdir']}/checkpoints/{summary['step']}, and the "
+                        "same command resumes from it")
+    else:
+        evaluate_workdir(spec, _WORKDIR.value, _SPLIT.value, _WHICH.value, abort_process=True)
 
 
 def run() -> None:

@@ -25,12 +25,18 @@ log = logging.getLogger(__name__)
 
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
     line = json.dumps(record, sort_keys=True) + "\n"
-    if os.path.exists(path):
-        repair_partial_tail(path)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        if os.path.exists(path):
+            repair_partial_tail(path)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        # A failed write or fsync (a full disk) names no file: name it.
+        raise type(e)(e.errno, e.strerror, os.fspath(path)) from e
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from tinyllm_jax import checkpoint as ckpt_lib
 from tinyllm_jax import metrics as metrics_lib
@@ -27,11 +28,13 @@ from tinyllm_jax.data.bundle import load_data
 from tinyllm_jax.data.features import ANSWER_TASK, task_names
 from tinyllm_jax.data.iterator import BatchIterator
 from tinyllm_jax.data.pipeline import make_iterator
+from tinyllm_jax.dirlock import DirectoryLock
 from tinyllm_jax.evaluation.predictions import write_predictions
 from tinyllm_jax.evaluation.run import evaluate_run_split
 from tinyllm_jax.evaluation.scoring import accuracy_text
 from tinyllm_jax.preemption import Preemption
 from tinyllm_jax.spec import RunSpec, TrainSpec, parse
+from tinyllm_jax.workdir import TRAIN_DIRS, TRAIN_FILES, WorkdirError, prepare_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +71,72 @@ def _batch_stats(batch: dict[str, np.ndarray]) -> tuple[int, int]:
 # --- the loop -----------------------------------------------------------------------
 
 
-def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
-    """Train, evaluate and report; `config` is a RunSpec or a ConfigDict (parsed here)."""
+def claim_workdir(spec: RunSpec, workdir: str) -> DirectoryLock | None:
+    """Check the workdir (tinyllm_jax.workdir) and take its lock, before any
+    data is read. Only process 0 does both; every process learns the outcome,
+    so a refused multi-host run stops on all hosts instead of hanging."""
+    lock, error = None, None
+    if jax.process_index() == 0:
+        outputs = (*TRAIN_FILES, *(f"predictions_{s}.jsonl" for s in (spec.eval.final_split,) if s))
+        try:
+            prepare_output_dir(workdir, dirs=TRAIN_DIRS, files=outputs)
+            lock = DirectoryLock(workdir, what="training workdir")
+            lock.acquire()
+        except (ValueError, OSError) as e:
+            lock, error = None, e
+    if jax.process_count() > 1:
+        ok = bool(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
+        if not ok and error is None:
+            raise WorkdirError(f"--workdir {workdir}: process 0 could not use it (its log says "
+                               "why); this process stops too")
+    if error is not None:
+        raise error
+    return lock
+
+
+def train_and_evaluate(config: Any, workdir: str, *, abort_process: bool = False
+                       ) -> dict[str, Any]:
+    """Train, evaluate and report; `config` is a RunSpec or a ConfigDict (parsed here).
+
+    summary["status"]: "completed", "preempted" (SIGTERM: saved and stopped)
+    or "interrupted" (Ctrl-C in the loop: saved and stopped). A Ctrl-C before
+    or after the loop, or a second one, raises KeyboardInterrupt; with
+    `abort_process` (the command line) a second one ends the process at once.
+    """
     spec = parse(config)
     # Before anything slow: a SIGTERM during start-up then makes the loop run
     # one step, save and exit 0 instead of killing the process.
-    with Preemption() as preempt:
-        return _train_and_evaluate(spec, workdir, preempt)
+    with Preemption(interrupts=True, abort_process=abort_process,
+                    stop_note="stopped by Ctrl-C outside the training loop, with nothing unsaved; "
+                              "the same command resumes from the last checkpoint") as preempt:
+        lock = claim_workdir(spec, workdir)
+        if lock is not None:
+            preempt.before_abort(lock.release)
+        closers: list[Any] = []  # filled by the run: the checkpointer, the metric writer
+        try:
+            return _train_and_evaluate(spec, workdir, preempt, closers)
+        except BaseException:
+            _close_quietly(closers)
+            raise
+        finally:
+            if lock is not None:
+                lock.release()
 
 
-def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption) -> dict[str, Any]:
+def _close_quietly(closers: list[Any]) -> None:
+    """After an error: let the checkpoint write in flight end (committed or
+    failed) and close the writers before the lock is released; their own
+    errors (a full disk again) are logged, the original error is raised."""
+    for close in closers:
+        try:
+            close()
+        except Exception as e:
+            log.warning("while stopping after an error: %s: %s", type(e).__name__, e)
+
+
+def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption,
+                        closers: list[Any]) -> dict[str, Any]:
     workdir_path = Path(workdir)
-    workdir_path.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0
     mesh = setup_lib.run_mesh(spec)
 
@@ -112,6 +169,7 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption) -> dic
         workdir, keep=train.keep_checkpoints, keep_best=train.keep_best,
         async_save=train.async_checkpoints,
     )
+    closers.append(ckpt.close)
     # The newest intact checkpoint; damaged newer ones are named in a warning
     # and moved aside, since this run writes those step numbers again.
     resumed = ckpt.restore_intact(abstract, expected_meta=meta, move_damaged=True)
@@ -136,6 +194,7 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption) -> dic
 
     # ---- evals
     writer = metrics_lib.MetricWriter(workdir)
+    closers.append(writer.close)
     history: dict[str, Any] = {"best_val_accuracy": None, "best_step": None}
 
     def evaluate_now(step: int) -> dict[str, dict[str, float]]:
@@ -166,7 +225,7 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption) -> dic
     batch = first
     step = start
     status = "completed"
-    with preempt:
+    with preempt.saving():
         while step < total:
             if step > start:
                 batch = next(iterator)
@@ -226,9 +285,12 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption) -> dic
             if preempt.requested:
                 if last_saved != step:
                     save(step, None, force=True)
-                status = "preempted"
+                status = "interrupted" if preempt.reason == "SIGINT" else "preempted"
                 break
-    ckpt.wait()
+        # Still inside: a Ctrl-C while the last write ends must not cut it.
+        ckpt.wait()
+    if status == "completed" and preempt.requested:
+        status = "interrupted" if preempt.reason == "SIGINT" else "preempted"
     progress.close()
     train_s = time.perf_counter() - t_train
 

@@ -22,10 +22,12 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from tinyllm_jax.cli import config_value, error_boundary, error_text, fail, parse_flags
 from tinyllm_jax.data.features import feature_lengths, task_names
 from tinyllm_jax.data.iterator import BatchIterator
 from tinyllm_jax.data.packing import rows_efficiency
 from tinyllm_jax.data.pipeline import build_features, load_examples, row_lengths, tokenizer_for
+from tinyllm_jax.preemption import Preemption
 from tinyllm_jax.spec import ConfigError, DataSpec, data_spec
 from tinyllm_jax.tokenizers import Tokenizer
 
@@ -173,30 +175,41 @@ def _flags_data_cfg() -> dict[str, Any]:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {list(argv[1:])}")
+    with error_boundary(on_interrupt="stats stopped by Ctrl-C"), Preemption(
+            interrupts=True, sigterm=False, abort_process=True, stop_note="stats stopped by Ctrl-C"):
+        _describe()
+
+
+def _describe() -> None:
     if _CONFIG.value is not None:
         if _DATASET.value:
             raise app.UsageError(
                 "--dataset conflicts with --config; override with --config.data.name=..."
             )
-        section = _CONFIG.value.data
+        section = config_value(_CONFIG, "configs/obqa.py").data
     else:
         section = _flags_data_cfg()
     try:
         data = data_spec(section)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(e))
     tokenizer = tokenizer_for(data)
     name = data.name
     print(f"{name}: tokenizer {tokenizer!r}, teachers {data.teachers}")
+    problems = []
     for split in _SPLITS.value:
         try:
             stats = split_stats(data, split, tokenizer)
         except (ValueError, OSError) as e:  # DataError is a ValueError
-            print(f"== {name} / {split}: not available: {e}", file=sys.stderr)
+            print(f"== {name} / {split}: not available: {error_text(e)}", file=sys.stderr)
+            problems.append(f"{split}: {error_text(e)}")
             continue
         print(format_stats(name, stats), flush=True)
+    if problems and len(problems) == len(_SPLITS.value):
+        # Nothing was described: a caller (a script, CI) must not see success.
+        fail(f"no split of {name} could be read ({', '.join(_SPLITS.value)}); "
+             "check --config / --data_dir and --splits")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,17 @@ from tinyllm_jax import setup as setup_lib
 from tinyllm_jax.atomic import write_json_atomic
 from tinyllm_jax.checkpoint import CheckpointMismatchError, meta_differences
 from tinyllm_jax.data.bundle import DataBundle, load_data
+from tinyllm_jax.dirlock import holder_of
 from tinyllm_jax.evaluation.predictions import write_predictions
 from tinyllm_jax.evaluation.scoring import accuracy_text
 from tinyllm_jax.evaluation.split import evaluate_split, generate_rationales, max_new_tokens_for
 from tinyllm_jax.models.t5 import T5Config
+from tinyllm_jax.preemption import Preemption
 from tinyllm_jax.spec import RUNTIME_MODEL_FIELDS, RunSpec, parse
 from tinyllm_jax.student import Student
+from tinyllm_jax.workdir import check_existing_dir
 
+log = logging.getLogger(__name__)
 
 def evaluate_run_split(
     spec: RunSpec, config: T5Config, params: Any, bundle: DataBundle, split: str, mesh: Any,
@@ -37,13 +42,29 @@ def evaluate_run_split(
 
 
 def evaluate_workdir(
-    config: Any, workdir: str, split: str | None = None, which: str = "best"
+    config: Any, workdir: str, split: str | None = None, which: str = "best", *,
+    abort_process: bool = False,
 ) -> dict[str, Any]:
     """Score `split` with the best (or latest) intact checkpoint of `workdir`;
-    writes predictions_<split>.jsonl and eval_<split>.json there."""
+    writes predictions_<split>.jsonl and eval_<split>.json there, each whole.
+
+    Nothing is created when `workdir` is not a training workdir. A Ctrl-C
+    raises KeyboardInterrupt (the files are written only at the end, so none
+    is half-written); with `abort_process` a second one ends the process."""
     spec = parse(config)
-    workdir_path = Path(workdir)
     split = split or spec.eval.final_split
+    outputs = (f"predictions_{split}.jsonl", f"eval_{split}.json")
+    with Preemption(interrupts=True, sigterm=False, abort_process=abort_process,
+                    stop_note="evaluation stopped by Ctrl-C; nothing was written"):
+        workdir_path = check_existing_dir(workdir, files=outputs)
+        if (holder := holder_of(workdir_path)) is not None:
+            log.warning("%s is in use by a training run (%s): evaluating the checkpoints it "
+                        "has written so far", workdir_path, holder.describe())
+        return _evaluate_workdir(spec, workdir_path, split, which)
+
+
+def _evaluate_workdir(spec: RunSpec, workdir_path: Path, split: str, which: str
+                      ) -> dict[str, Any]:
     mesh = setup_lib.run_mesh(spec, train=False)
     # Parameters only: no optimizer state is built or read.
     student = Student.from_workdir(workdir_path, which=which)
@@ -57,6 +78,9 @@ def evaluate_workdir(
             f"{workdir_path / 'checkpoints' / str(student.checkpoint_step)} was written by a "
             f"different configuration; refusing to evaluate it with this one:\n  {listing}")
     params, step = student.params, student.checkpoint_step
+    if jax.process_index() == 0:
+        print(f"evaluating {split} ({len(bundle.eval_examples[split])} examples) with "
+              f"{workdir_path / 'checkpoints' / str(step)}", flush=True)
     m, rows = evaluate_run_split(spec, model, params, bundle, split, mesh)
     if spec.eval.rationales and bundle.teachers:
         by_id = {r["id"]: r for r in rows}
