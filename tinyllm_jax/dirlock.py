@@ -159,7 +159,8 @@ class DirectoryLock:
                 "the lock file is unreadable")
             if reason is None:
                 raise LockedError(
-                    f"{self.directory} is in use by another run ({holder.describe()}); "
+                    f"{self.what} {self.directory} is in use by another run "
+                    f"({holder.describe()}); "
                     f"lock file {self.path}. Wait for that run to end, or use another "
                     f"directory; if it is known to be gone, delete {self.path}.")
             if self._move_aside(inode):
