@@ -143,9 +143,12 @@ def test_many_simultaneous_starters_have_exactly_one_winner(
 ) -> None:
     if with_stale_lock:
         _write_lock(tmp_path, pid=_dead_pid())
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: forking a process that has JAX's threads running can
+    # deadlock the child. Spawned children start slowly, so the common start
+    # time is set well ahead.
+    ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
-    start = time.time() + 0.5
+    start = time.time() + 8.0
     procs = [ctx.Process(target=_race, args=(str(tmp_path), start, results)) for _ in range(6)]
     for p in procs:
         p.start()
