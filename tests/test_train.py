@@ -235,6 +235,10 @@ def test_restore_refuses_a_different_configuration(finished_run, tmp_path):
     with pytest.raises(CheckpointMismatchError, match="teachers"):
         train_and_evaluate(cfg, str(copy))
     cfg = _tiny("steps=12", model__d_ff=96)
+    # The saved config.json refuses first; without it (older workdirs), the checkpoint's meta.
+    with pytest.raises(CheckpointMismatchError, match=r"config\.model\.d_ff: saved 128, given 96"):
+        train_and_evaluate(cfg, str(copy))
+    (copy / "config.json").unlink()
     with pytest.raises(CheckpointMismatchError, match=r"model\.d_ff: checkpoint has 128, config has 96"):
         train_and_evaluate(cfg, str(copy))
 

@@ -21,6 +21,8 @@ from typing import Any, NoReturn
 
 from absl import flags
 
+from tinyllm_jax.config_help import override_help
+
 # ValueError covers ConfigError, DataError, CheckpointMismatchError and the
 # other input checks; OSError covers FileNotFoundError and every file-system
 # fault (ENOSPC, EROFS, ENOTDIR, ENAMETOOLONG, ...).
@@ -122,8 +124,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         message = f"{type(e).__name__}: {e}"
     bad = [a for a in argv[1:] if a.startswith("--config")]
     print(f"error: could not apply the command-line flags {bad}: {message}\n"
-          "Config fields are locked: check the spelling against the config file "
-          "(--helpfull lists them).",
+          f"Config fields are locked (a mistyped one is an error):\n{override_help(argv)}",
           file=sys.stderr, flush=True)
     sys.exit(EXIT_USER_ERROR)
 

@@ -4,7 +4,12 @@ Modes: `train` (default; resumes automatically from the workdir), `eval`
 (restore the best or latest checkpoint, write predictions_<split>.jsonl),
 `selfcheck` (a fast model sanity check that needs no data), `compile`
 (compile the train step for config.mesh on fake CPU devices and report the
-memory per device; see tinyllm_jax/aot.py).
+memory per device; see tinyllm_jax/aot.py), `print_config` (print the
+resolved config, every field with its value, as JSON).
+
+Training saves the resolved config as <workdir>/config.json; `eval` and
+`print_config` with --workdir and no --config use it (tinyllm_jax/run_config.py
+says which fields a --config given anyway may change).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from ml_collections import config_flags
 # Importing these touches no device: distributed start-up and the compile
 # check's fake devices can still choose the backend afterwards. quiet_start
 # comes first: it makes a Ctrl-C during the imports quiet.
-from tinyllm_jax import quiet_start, train  # noqa: F401
+from tinyllm_jax import quiet_start, run_config, train  # noqa: F401
 from tinyllm_jax.aot import run_from_spec
 from tinyllm_jax.background_errors import quiet_background_errors
 from tinyllm_jax.cli import config_value, error_boundary, fail, interrupted, parse_flags
@@ -33,7 +38,8 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "selfcheck", "compile"], "What to run.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "selfcheck", "compile", "print_config"],
+                          "What to run.")
 _SPLIT = flags.DEFINE_string("split", None, "--mode=eval: split to score (default: config's).")
 _WHICH = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "--mode=eval: which one.")
 
@@ -58,17 +64,27 @@ _INTERRUPTED = {
     "eval": "evaluation stopped by Ctrl-C; nothing was written",
     "selfcheck": "self-check stopped by Ctrl-C",
     "compile": "compile check stopped by Ctrl-C; nothing was written",
+    "print_config": "stopped by Ctrl-C",
 }
 
 
-def _load_spec(compile_only: bool) -> RunSpec:
+def _load_spec(mode: str) -> RunSpec:
+    saved_ok = mode in ("eval", "print_config") and _WORKDIR.value
+    if saved_ok and not flags.FLAGS["config"].present:
+        # The workdir's own config: no need to type the training config again.
+        return run_config.saved_spec(_WORKDIR.value)
     cfg = config_value(_CONFIG, "configs/demo.py")
     try:
         # The one validation of every field, before any data is read or
         # anything compiled.
-        return parse(cfg, reads_data=not compile_only)
+        spec = parse(cfg, reads_data=mode not in ("compile", "print_config"))
     except ConfigError as e:
         fail(str(e))
+    if saved_ok:
+        run_config.check_against_saved(_WORKDIR.value, spec, run_config.EVAL_MAY_CHANGE,
+                                       "evaluate" if mode == "eval" else "describe",
+                                       run_config.eval_hint(_WORKDIR.value))
+    return spec
 
 
 def _stop_at_once(mode: str) -> Preemption:
@@ -83,7 +99,10 @@ def _run_mode(mode: str) -> None:
         with _stop_at_once(mode):
             run_selfcheck()
         return
-    spec = _load_spec(compile_only=mode == "compile")
+    spec = _load_spec(mode)
+    if mode == "print_config":
+        print(run_config.config_text(spec), flush=True)
+        return
     if mode == "compile":
         with _stop_at_once(mode):
             run_from_spec(spec)

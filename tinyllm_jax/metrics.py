@@ -1,4 +1,4 @@
-"""Metric sinks: JSONL log, TensorBoard events, console progress, final plot.
+"""Metric sinks: JSONL log, TensorBoard events, final plot (console progress: progress.py).
 
 Only process 0 writes. Every JSONL record is one complete line written with
 a single `write` + flush + fsync, so a crash leaves at worst no line, never a
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -80,37 +79,16 @@ class MetricWriter:
             for k, v in scalars.items():
                 self._tb.add_scalar(f"{kind}/{k}", float(v), int(step))
 
+    def write_text(self, tag: str, text: str, step: int = 0) -> None:
+        """A text panel in TensorBoard (the resolved config at start)."""
+        if self.enabled and self._tb is not None:
+            # Markdown: indented by four spaces it shows as a code block.
+            self._tb.add_text(tag, "    " + text.replace("\n", "\n    "), int(step))
+
     def close(self) -> None:
         if self._tb is not None:
             self._tb.flush()
             self._tb.close()
-
-
-class Progress:
-    """A one-line console progress display (tqdm when on a terminal)."""
-
-    def __init__(self, total: int, initial: int, enabled: bool) -> None:
-        self._bar = None
-        self.enabled = enabled and jax.process_index() == 0
-        if self.enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
-        self._last = initial
-
-    def update(self, step: int, text: str) -> None:
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.update(step - self._last)
-            self._bar.set_postfix_str(text)
-        else:
-            print(f"step {step}: {text}", file=sys.stderr, flush=True)
-        self._last = step
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
 
 
 def plot_run(workdir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path | None:

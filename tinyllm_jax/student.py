@@ -52,7 +52,11 @@ class Student:
     def load(cls, path: str | os.PathLike, tokenizer: Any = None) -> Student:
         """From an HF T5 directory or hub id, or a training workdir's best checkpoint."""
         p = Path(path)
-        if p.is_dir() and not (p / "config.json").exists() and (p / "checkpoints").is_dir():
+        # A workdir has checkpoints/ (and, since runs save their config, a
+        # config.json that is not an HF model config); an HF folder has weights.
+        weights = ("model.safetensors", "pytorch_model.bin", "flax_model.msgpack")
+        if p.is_dir() and (p / "checkpoints").is_dir() and not any(
+                (p / w).exists() for w in weights):
             return cls.from_workdir(p, tokenizer=tokenizer)
         directory = resolve_checkpoint_dir(path)
         config, params = load_hf_checkpoint(directory)

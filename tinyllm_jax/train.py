@@ -22,6 +22,8 @@ from jax.experimental import multihost_utils
 
 from tinyllm_jax import checkpoint as ckpt_lib
 from tinyllm_jax import metrics as metrics_lib
+from tinyllm_jax import progress as progress_lib
+from tinyllm_jax import run_config
 from tinyllm_jax import setup as setup_lib
 from tinyllm_jax.atomic import write_json_atomic
 from tinyllm_jax.data.bundle import load_data
@@ -139,6 +141,9 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption,
     workdir_path = Path(workdir)
     is_main = jax.process_index() == 0
     mesh = setup_lib.run_mesh(spec)
+    # Before any data is read: a resume with a changed config is refused here.
+    if (changed := run_config.start_training(workdir, spec)) and is_main:
+        print(f"resuming with a changed config: {run_config.changes_text(changed)}", flush=True)
 
     # ---- input
     t0 = time.perf_counter()
@@ -195,6 +200,7 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption,
     # ---- evals
     writer = metrics_lib.MetricWriter(workdir)
     closers.append(writer.close)
+    writer.write_text("config", run_config.config_text(spec), start)
     history: dict[str, Any] = {"best_val_accuracy": None, "best_step": None}
 
     def evaluate_now(step: int) -> dict[str, dict[str, float]]:
@@ -204,7 +210,7 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption,
             writer.write(step, m, kind=f"eval/{split}")
             results[split] = m
             if is_main:
-                print(f"step {step}: {split} {accuracy_text(m)}", flush=True)
+                progress_lib.echo(f"step {step}: {split} {accuracy_text(m)}")
         return results
 
     def save(step: int, evals: dict[str, dict[str, float]] | None, force: bool = False) -> None:
@@ -217,7 +223,9 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption,
         ckpt.save(step, state, iterator.get_state(), meta, metrics=metrics, force=force)
 
     # ---- loop
-    progress = metrics_lib.Progress(total, start, train.progress_bar)
+    # A plain line at every log_every (interval 0): the log's cadence is the config's.
+    progress = progress_lib.Progress(total, initial=start, unit="step", desc="train",
+                                     enabled=train.progress_bar, interval_s=0)
     pending: list[dict[str, Any]] = []
     counts = np.zeros(2)
     t_log, t_train = time.perf_counter(), time.perf_counter()
@@ -252,7 +260,7 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption,
                 for name, v in zip(tasks, per_task):
                     scalars[f"loss/{name}"] = float(v)
                 writer.write(step, scalars)
-                progress.update(step, " ".join(
+                progress.update(to=step, text=" ".join(
                     [f"loss {scalars['loss']:.3f}"]
                     + [f"{t} {scalars['loss/' + t]:.3f}" for t in tasks]
                     + [f"{scalars['examples_per_s']:.1f} ex/s"]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 # What a training run writes into its workdir.
 TRAIN_DIRS = ("checkpoints", "checkpoints_damaged", "tb")
-TRAIN_FILES = ("metrics.jsonl", "summary.json", "training.png")
+TRAIN_FILES = ("config.json", "metrics.jsonl", "summary.json", "training.png")
 # Room left below PATH_MAX for what goes under the workdir (Orbax's
 # `<step>.orbax-checkpoint-tmp-<n>/state/ocdbt.process_0/d/<hash>` paths).
 _PATH_HEADROOM = 256

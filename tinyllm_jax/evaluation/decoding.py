@@ -21,6 +21,7 @@ from jax.experimental import multihost_utils
 from tinyllm_jax.data.features import TaskFeature
 from tinyllm_jax.evaluation.batching import eval_batches, eval_order
 from tinyllm_jax.models.t5 import T5, T5Config
+from tinyllm_jax.progress import Progress
 from tinyllm_jax.sharding import global_batch
 
 Array = jax.Array
@@ -88,16 +89,29 @@ def strip_after_eos(row: Sequence[int] | np.ndarray, eos_id: int = 1) -> list[in
 def decode_features(
     params: Any, config: T5Config, features: Sequence[TaskFeature], *, mesh: Any,
     batch_size: int, max_new_tokens: int, eos_id: int, pad_id: int = 0, by_length: bool = True,
+    desc: str | None = None,
 ) -> dict[str, list[int]]:
     """Greedy outputs for answer-task features, keyed by example id.
 
     `by_length` batches the pairs shortest first, each batch padded to its
     own bucketed length (batching.eval_batches): far less encoder and
     cross-attention work on padding, for one compiled program per bucket.
+    `desc` names the progress display (progress.py); None shows none.
     """
     outputs: dict[str, list[int]] = {}
     order = [features[i].example_id for i in eval_order(features, by_length)]
     batches = eval_batches(features, batch_size=batch_size, by_length=by_length)
+    with Progress(len(order), unit="ex", desc=desc or "", enabled=desc is not None,
+                  leave=False) as bar:
+        _decode_batches(params, config, batches, order, outputs, bar, mesh=mesh,
+                        batch_size=batch_size, max_new_tokens=max_new_tokens, eos_id=eos_id,
+                        pad_id=pad_id)
+    return outputs
+
+
+def _decode_batches(params: Any, config: T5Config, batches: Any, order: list[str],
+                    outputs: dict[str, list[int]], bar: Progress, *, mesh: Any, batch_size: int,
+                    max_new_tokens: int, eos_id: int, pad_id: int) -> None:
     for b, eb in enumerate(batches):
         arrays = global_batch(
             {k: eb.batch[k] for k in ("encoder_input_tokens", "encoder_segment_ids")}, mesh
@@ -113,4 +127,4 @@ def decode_features(
             i = b * batch_size + r
             if i < len(order):
                 outputs[order[i]] = strip_after_eos(row, eos_id)
-    return outputs
+        bar.update(min(batch_size, len(order) - b * batch_size))

@@ -20,6 +20,7 @@ from tinyllm_jax.data.features import TaskFeature
 from tinyllm_jax.evaluation.batching import eval_batches, eval_order
 from tinyllm_jax.losses import token_cross_entropy
 from tinyllm_jax.models.t5 import T5, T5Config
+from tinyllm_jax.progress import Progress
 from tinyllm_jax.sharding import global_batch
 
 Array = jax.Array
@@ -41,9 +42,11 @@ def _sequence_logprob(params: Any, batch: dict[str, Array], config: T5Config) ->
 def rank_choices(
     params: Any, config: T5Config, features: Sequence[TaskFeature], examples: Sequence[Example],
     *, tokenizer: Any, mesh: Any, batch_size: int, by_length: bool = True,
+    desc: str | None = None,
 ) -> dict[str, int]:
     """The index of the choice with the highest log-likelihood under the
-    answer task, per example id (features without an example are skipped)."""
+    answer task, per example id (features without an example are skipped);
+    `desc` names the progress display (progress.py), None shows none."""
     by_id = {ex.id: ex for ex in examples}
     pairs, owners = [], []
     for f in features:
@@ -56,12 +59,16 @@ def rank_choices(
             owners.append((f.example_id, c))
     scores = np.zeros(len(pairs), np.float64)
     order = eval_order(pairs, by_length)
-    for b, eb in enumerate(eval_batches(pairs, batch_size=batch_size, by_length=by_length)):
-        arrays = global_batch({k: eb.batch[k] for k in _KEYS}, mesh)
-        out = _sequence_logprob(params, arrays, config)
-        rows = np.asarray(multihost_utils.process_allgather(out, tiled=True))
-        mine = order[b * batch_size : (b + 1) * batch_size]
-        scores[mine] = rows[: len(mine)]
+    bar = Progress(len(pairs), unit="choice", desc=desc or "", enabled=desc is not None,
+                   leave=False)
+    with bar:
+        for b, eb in enumerate(eval_batches(pairs, batch_size=batch_size, by_length=by_length)):
+            arrays = global_batch({k: eb.batch[k] for k in _KEYS}, mesh)
+            out = _sequence_logprob(params, arrays, config)
+            rows = np.asarray(multihost_utils.process_allgather(out, tiled=True))
+            mine = order[b * batch_size : (b + 1) * batch_size]
+            scores[mine] = rows[: len(mine)]
+            bar.update(len(mine))
     best: dict[str, tuple[float, int]] = {}
     for (ex_id, c), s in zip(owners, scores):
         if ex_id not in best or s > best[ex_id][0]:

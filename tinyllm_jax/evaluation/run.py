@@ -38,6 +38,7 @@ def evaluate_run_split(
         batch_size=spec.eval.batch_size,
         max_new_tokens=max_new_tokens_for(examples, bundle.tokenizer, spec.eval.max_new_tokens),
         by_length=spec.eval.by_length, rank=spec.eval.rank_choices,
+        desc=f"eval {split}" if spec.train.progress_bar else None,
     )
 
 

@@ -32,21 +32,22 @@ def max_new_tokens_for(examples: Sequence[Example], tokenizer: Any, configured: 
 def evaluate_split(
     params: Any, config: T5Config, features: Sequence[TaskFeature], examples: Sequence[Example],
     tokenizer: Any, mesh: Any, *, batch_size: int, max_new_tokens: int, by_length: bool,
-    rank: bool,
+    rank: bool, desc: str | None = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """(metrics, prediction rows) of answer-task `features`: greedy answers
-    with dropout off, plus rank classification of the choices with `rank`."""
+    with dropout off, plus rank classification of the choices with `rank`.
+    `desc` (e.g. "eval valid") names the progress displays; None shows none."""
     config = config.replace(dropout_rate=0.0)
     outputs = decode_features(
         params, config, features, mesh=mesh, batch_size=batch_size,
         max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
-        by_length=by_length,
+        by_length=by_length, desc=desc and f"{desc} generate",
     )
     ranked = None
     if rank:
         ranked = rank_choices(
             params, config, features, examples, tokenizer=tokenizer, mesh=mesh,
-            batch_size=batch_size, by_length=by_length,
+            batch_size=batch_size, by_length=by_length, desc=desc and f"{desc} rank",
         )
     return accuracy_report(outputs, examples, tokenizer, ranked)
 
@@ -65,6 +66,6 @@ def generate_rationales(
                                  np.asarray([tokenizer.eos_id], np.int32)))
     outs = decode_features(
         params, config, feats, mesh=mesh, batch_size=batch_size, max_new_tokens=max_new_tokens,
-        eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
+        eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, desc=f"rationales {prefix.strip()}",
     )
     return {k: tokenizer.decode(v) for k, v in outs.items()}

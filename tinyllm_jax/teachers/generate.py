@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 from tinyllm_jax.data.example import Example
 from tinyllm_jax.data.provenance import QUESTION_HASH, question_hash
 from tinyllm_jax.data.store import append_records
+from tinyllm_jax.progress import Progress
 from tinyllm_jax.teachers.backends import Backend, Generated
 from tinyllm_jax.teachers.config import TeacherError
 from tinyllm_jax.teachers.parsing import Parsed, parse_output
@@ -193,17 +193,10 @@ def _run_batches(
     batch_size: int,
     progress: bool,
 ) -> float:
-    from tqdm import tqdm
-
     start = time.perf_counter()
-    bar = tqdm(
-        total=len(prepared),
-        unit="ex",
-        desc=f"{result.teacher}/{result.split}",
-        disable=not progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
+    # A bar on a terminal, rate/ETA lines in a log (progress.py).
+    bar = Progress(len(prepared), unit="ex", desc=f"{result.teacher}/{result.split}",
+                   enabled=progress)
     with bar:
         for first in range(0, len(prepared), batch_size):
             batch = prepared[first : first + batch_size]
