@@ -19,7 +19,7 @@ from tinyllm_jax.teachers.generate import generate_split
 
 # "<desc> 4/8 step (50%) 2.00 step/s elapsed 0:00:02 ETA 0:00:02"
 LINE = re.compile(r"^(?P<desc>.+) (?P<done>\d+)/(?P<total>\d+) (?P<unit>\w+) \((?P<pct>\d+)%\) "
-                  r"(?P<rate>[\d.]+) (?P=unit)/s elapsed \d+:\d\d:\d\d ETA (?P<eta>\d+:\d\d:\d\d)")
+                  r"(?P<rate>[\d.]+) (?:(?P=unit)/s|s/(?P=unit)) elapsed \d+:\d\d:\d\d ETA (?P<eta>\d+:\d\d:\d\d)")
 
 
 class Clock:

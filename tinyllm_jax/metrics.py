@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,11 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
 class MetricWriter:
     """Scalars to `metrics.jsonl` and TensorBoard (`tb/`) under the workdir."""
 
-    def __init__(self, workdir: str | os.PathLike, enabled: bool | None = None) -> None:
+    def __init__(self, workdir: str | os.PathLike, enabled: bool | None = None,
+                 sinks: Sequence[Any] = ()) -> None:
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
+        # More destinations (tracking.py: W&B), each with write(step, scalars, kind) and close().
+        self.sinks = list(sinks)
         self.workdir = Path(workdir)
         self.path = self.workdir / "metrics.jsonl"
         self._tb = None
@@ -78,6 +82,8 @@ class MetricWriter:
         if self._tb is not None:
             for k, v in scalars.items():
                 self._tb.add_scalar(f"{kind}/{k}", float(v), int(step))
+        for sink in self.sinks:
+            sink.write(step, scalars, kind)
 
     def write_text(self, tag: str, text: str, step: int = 0) -> None:
         """A text panel in TensorBoard (the resolved config at start)."""
@@ -89,6 +95,10 @@ class MetricWriter:
         if self._tb is not None:
             self._tb.flush()
             self._tb.close()
+            self._tb = None
+        sinks, self.sinks = self.sinks, []  # closed once, also when called again after an error
+        for sink in sinks:
+            sink.close()
 
 
 def plot_run(workdir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path | None:

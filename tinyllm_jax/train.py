@@ -23,7 +23,7 @@ from jax.experimental import multihost_utils
 from tinyllm_jax import checkpoint as ckpt_lib
 from tinyllm_jax import metrics as metrics_lib
 from tinyllm_jax import progress as progress_lib
-from tinyllm_jax import run_config
+from tinyllm_jax import run_config, tracking
 from tinyllm_jax import setup as setup_lib
 from tinyllm_jax.atomic import write_json_atomic
 from tinyllm_jax.data.bundle import load_data
@@ -198,7 +198,7 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption,
               flush=True)
 
     # ---- evals
-    writer = metrics_lib.MetricWriter(workdir)
+    writer = metrics_lib.MetricWriter(workdir, sinks=tracking.metric_sinks(spec, workdir))
     closers.append(writer.close)
     writer.write_text("config", run_config.config_text(spec), start)
     history: dict[str, Any] = {"best_val_accuracy": None, "best_step": None}
@@ -224,6 +224,8 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption,
 
     # ---- loop
     # A plain line at every log_every (interval 0): the log's cadence is the config's.
+    profiler = tracking.StepProfiler(train.profile_steps, workdir)
+    closers.append(profiler.close)
     progress = progress_lib.Progress(total, initial=start, unit="step", desc="train",
                                      enabled=train.progress_bar, interval_s=0)
     pending: list[dict[str, Any]] = []
@@ -238,9 +240,11 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption,
             if step > start:
                 batch = next(iterator)
             counts += _batch_stats(batch)
+            profiler.before(step + 1)
             state, m = compiled(state, setup_lib.device_batch(built, batch))
             pending.append(m)
             step += 1
+            profiler.after(step, state)
             if step % train.log_every == 0 or step == total:
                 fetched = jax.device_get(pending)
                 pending = []
@@ -300,6 +304,7 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption,
     if status == "completed" and preempt.requested:
         status = "interrupted" if preempt.reason == "SIGINT" else "preempted"
     progress.close()
+    profiler.close()
     train_s = time.perf_counter() - t_train
 
     # ---- final report on the best checkpoint

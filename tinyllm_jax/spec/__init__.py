@@ -30,12 +30,13 @@ from tinyllm_jax.spec.types import (
     OptimizerSpec,
     RunSpec,
     TrainSpec,
+    WandbSpec,
     config_defaults,
 )
 
 __all__ = [
     "BEST_METRICS", "DATASETS", "EVAL_KEYS", "RUNTIME_MODEL_FIELDS", "SECTIONS", "SPLITS",
     "ConfigError", "DataSpec", "DistributedSpec", "EvalSpec", "LossSpec", "MeshSpec",
-    "OptimizerSpec", "RunSpec", "TrainSpec", "config_defaults", "data_spec", "parse",
+    "OptimizerSpec", "RunSpec", "TrainSpec", "WandbSpec", "config_defaults", "data_spec", "parse",
     "parse_teachers",
 ]

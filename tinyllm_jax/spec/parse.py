@@ -11,6 +11,7 @@ from tinyllm_jax.data import synthetic
 from tinyllm_jax.data.features import teacher_prefixes_for
 from tinyllm_jax.models.t5_config import T5Config
 from tinyllm_jax.spec.fields import Fields, as_dict, split_known, text_tuple
+from tinyllm_jax.spec.tracking import profile_steps, wandb_spec
 from tinyllm_jax.spec.types import (
     BEST_METRICS,
     DATASETS,
@@ -207,9 +208,11 @@ def _train_and_eval(values: dict[str, Any], problems: list[str]) -> tuple[TrainS
         async_checkpoints=f.boolean("async_checkpoints"),
         nonfinite=f.text("nonfinite", ("stop", "skip")),
         progress_bar=f.boolean("progress_bar"), plot=f.boolean("plot"),
+        wandb=wandb_spec(values.get("wandb"), problems),
     )
     if not train.epochs and train.steps < 1:
         f.bad("steps", train.steps, "must be >= 1 (or set config.train.epochs > 0)")
+    train = dataclasses.replace(train, profile_steps=profile_steps(f, train.steps, train.epochs))
     e = Fields({EVAL_KEYS[k]: v for k, v in values.items() if k in EVAL_KEYS}, EvalSpec,
                 "config.train", problems)
     # Messages name the ConfigDict keys a user types, not EvalSpec's fields.

@@ -78,6 +78,16 @@ class OptimizerSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class WandbSpec:
+    """Weights & Biases logging (tinyllm_jax/tracking.py); off while `project` is ""."""
+
+    project: str = ""
+    name: str = ""  # the run's display name; "" = W&B's own
+    entity: str = ""  # team or user; "" = the logged-in user's default
+    mode: str = ""  # "online", "offline" or "disabled"; "" = WANDB_MODE or online
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainSpec:
     steps: int = 1000
     # > 0: train for this many passes over the training rows instead, so runs
@@ -93,6 +103,10 @@ class TrainSpec:
     nonfinite: str = "stop"  # "stop" or "skip"
     progress_bar: bool = True
     plot: bool = True
+    wandb: WandbSpec = dataclasses.field(default_factory=WandbSpec)
+    # Steps to capture in a JAX profiler trace under <workdir>/profile: "5",
+    # "5-7" or "5,6" (one consecutive range); "" = none.
+    profile_steps: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +181,7 @@ def config_defaults() -> dict[str, Any]:
     for name, cls in SECTIONS.items():
         out[name] = {f.name: field_default(f) for f in dataclasses.fields(cls)}
     out["data"]["synthetic"] = {}  # only overrides of SyntheticConfig's own defaults
+    out["train"]["wandb"] = dataclasses.asdict(WandbSpec())
     for key, field in EVAL_KEYS.items():
         out["train"][key] = field_default(next(f for f in dataclasses.fields(EvalSpec)
                                           if f.name == field))
