@@ -100,6 +100,8 @@ def test_override_help_lists_the_sections_fields():
     assert lines[1] == "config.optimizer.lr holds 0.001 (float)"
     assert lines[2].startswith("config has no field 'nosuch'")
     assert "--mode=print_config" in lines[-1]
+    alone = override_help(["prog", "--mode=eval", "--config.train.eval_batch_size=8"])
+    assert "none is given" in alone and "--config=configs/workdir/saved.py:WORKDIR" in alone
 
 
 def test_cli_print_config_and_the_mistyped_field_message(tmp_path):
@@ -118,7 +120,7 @@ def test_cli_print_config_and_the_mistyped_field_message(tmp_path):
 @pytest.mark.slow
 def test_cli_train_then_eval_without_config(tmp_path):
     """The user's path: train, evaluate and print with the workdir alone,
-    a disagreeing --config refused, the saved one changed via configs/saved.py."""
+    a disagreeing --config refused, the saved one changed via configs/workdir/saved.py."""
     w = tmp_path / "w"
     trained = _cli(f"--config={TINY}:steps=2", f"--workdir={w}", timeout=600)
     assert trained.returncode == 0, trained.stderr[-3000:]
@@ -130,7 +132,7 @@ def test_cli_train_then_eval_without_config(tmp_path):
     refused = _cli("--mode=eval", f"--workdir={w}", f"--config={TINY}")
     assert refused.returncode == 2
     assert "config.train.steps: saved 2, given 8" in refused.stderr
-    changed = _cli("--mode=eval", f"--workdir={w}", f"--config=configs/saved.py:{w}",
+    changed = _cli("--mode=eval", f"--workdir={w}", f"--config=configs/workdir/saved.py:{w}",
                    "--config.train.eval_batch_size=8")
     assert changed.returncode == 0, changed.stderr[-3000:]
     printed = _cli("--mode=print_config", f"--workdir={w}")

@@ -75,5 +75,9 @@ def override_help(argv: Sequence[str]) -> str:
             config = None
         if config is not None:
             lines += [p for n in override_names(argv) if (p := field_problem(config, n))]
+    elif override_names(argv):
+        lines.append("--config.x overrides change the file --config names, and none is given; "
+                     "to change a field of a workdir's saved config: "
+                     "--config=configs/workdir/saved.py:WORKDIR --config.x=...")
     lines.append(PRINT_CONFIG + ".")
     return "\n".join(lines)

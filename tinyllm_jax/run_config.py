@@ -200,7 +200,7 @@ def start_training(workdir: str | os.PathLike, spec: RunSpec) -> dict[str, tuple
 
 def eval_hint(workdir: str | os.PathLike) -> str:
     return ("Leave out --config to use the saved config; to change an evaluation field, start "
-            f"from it: --config=configs/saved.py:{workdir} --config.train.eval_batch_size=8")
+            f"from it: --config=configs/workdir/saved.py:{workdir} --config.train.eval_batch_size=8")
 
 
 def changes_text(changed: Mapping[str, tuple[Any, Any]]) -> str:
