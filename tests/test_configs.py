@@ -57,6 +57,9 @@ def test_cli_rejects_mistyped_override(tmp_path):
     r = _main("--config=configs/tiny.py", f"--workdir={tmp_path}", "--config.train.lr=0.1")
     assert r.returncode != 0
     assert r.returncode == 2 and "lr" in r.stderr and "Traceback" not in r.stderr
+    # The section's real fields are listed, and the listing of all fields exists.
+    assert "config.train has no field 'lr'; its fields: [" in r.stderr
+    assert "--helpfull" not in r.stderr and "--mode=print_config" in r.stderr
 
 
 def test_cli_requires_workdir_and_names_bad_data_dir(tmp_path):

@@ -104,17 +104,14 @@ def test_override_help_lists_the_sections_fields():
     assert "none is given" in alone and "--config=configs/workdir/saved.py:WORKDIR" in alone
 
 
-def test_cli_print_config_and_the_mistyped_field_message(tmp_path):
+def test_cli_print_config_prints_the_resolved_config_as_json(tmp_path):
     out = _cli("--mode=print_config", f"--config={TINY}", "--config.train.steps=3")
     assert out.returncode == 0, out.stderr[-2000:]
     printed = json.loads(out.stdout)
     assert printed["train"]["steps"] == 3
     assert parse(load_config_file(TINY, "steps=3")) == parse(
         run_config.ml_collections.ConfigDict(run_config._tuples(printed)))
-    bad = _cli("--mode=print_config", f"--config={TINY}", "--config.train.stepz=3")
-    assert bad.returncode == 2
-    assert "config.train has no field 'stepz'; did you mean 'steps'" in bad.stderr
-    assert "--helpfull" not in bad.stderr and "--mode=print_config" in bad.stderr
+    # (The mistyped-field message from the command line: test_configs.py.)
 
 
 @pytest.mark.slow

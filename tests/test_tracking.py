@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.wandb_records import read_run
-from tinyllm_jax import run_config
+from tinyllm_jax import Student, run_config
 from tinyllm_jax.configs import load_config_file
 from tinyllm_jax.metrics import read_jsonl
 from tinyllm_jax.progress import INTERVAL_ENV
@@ -108,6 +108,8 @@ def test_saved_config_in_file_and_tensorboard_and_eval_without_config(run):
     assert b"config/text_summary" in events and b"eval_batch_size" in events
     result = evaluate_workdir(saved, str(workdir))
     assert result["accuracy"] == summary["test_accuracy"]
+    # config.json in the workdir is the run's, not an HF model config: still a workdir.
+    assert Student.load(workdir).checkpoint_step == summary["evaluated_step"]
 
 
 def test_profile_steps_forms_and_refusals():

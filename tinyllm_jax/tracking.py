@@ -77,11 +77,16 @@ def metric_sinks(spec: RunSpec, workdir: str | os.PathLike) -> list[Any]:
         return []
     wandb = _import_wandb()
     workdir = Path(workdir)
-    run = wandb.init(
-        project=settings.project, name=settings.name or None, entity=settings.entity or None,
-        mode=settings.mode or None, dir=str(workdir), id=_run_id(workdir),
-        resume="allow", config=config_dict(spec),
-    )
+    try:
+        run = wandb.init(
+            project=settings.project, name=settings.name or None,
+            entity=settings.entity or None, mode=settings.mode or None, dir=str(workdir),
+            id=_run_id(workdir), resume="allow", config=config_dict(spec),
+        )
+    except wandb.errors.Error as e:  # not logged in, no network, a bad entity: the user's to fix
+        raise ValueError(f"W&B could not start a run for config.train.wandb "
+                         f"(project {settings.project!r}): {e}; log in (wandb login) or set "
+                         "--config.train.wandb.mode=offline") from e
     log.info("W&B run %s (%s) in %s", run.id, settings.mode or "WANDB_MODE/online", workdir)
     return [WandbSink(run)]
 
