@@ -119,3 +119,32 @@ def test_teacher_generation_prints_rate_and_eta_lines(tmp_path, capsys, monkeypa
     lines = [m for x in capsys.readouterr().err.splitlines() if (m := LINE.match(x))]
     assert [(m["desc"], m["done"], m["total"], m["unit"]) for m in lines] == [
         ("t/train", "2", "6", "ex"), ("t/train", "4", "6", "ex"), ("t/train", "6", "6", "ex")]
+
+
+def test_absl_log_records_go_above_an_active_bar(capsys):
+    """The command line logs through absl's handler, which tqdm's own
+    redirection does not know."""
+    from absl import logging as absl_logging
+
+    handler, root = absl_logging.get_absl_handler(), logging.getLogger()
+    added = handler not in root.handlers
+    if added:
+        root.addHandler(handler)
+    old = handler.python_handler.setStream(sys.stderr)
+    # absl's once-per-process "Logging before flag parsing" notice (unparsed
+    # flags: tests, not the command line) is printed before the bar.
+    logging.getLogger("tinyllm_jax.test").warning("before the bar")
+    try:
+        with Progress(4, unit="step", desc="train", stream=sys.stderr, terminal=True) as bar:
+            bar.update(1)
+            logging.getLogger("tinyllm_jax.test").warning("an absl-formatted warning")
+            bar.update(1)
+    finally:
+        if old is not None:
+            handler.python_handler.setStream(old)
+        if added:
+            root.removeHandler(handler)
+    text = capsys.readouterr().err
+    assert re.search(r"W\d{4} [^\r\n]*\] an absl-formatted warning\n", text), repr(text)
+    # Without the redirection the record is glued to the bar: "...step/s]WARNING: ...".
+    assert not re.search(r"step/s\][^\r\n]", text), repr(text)

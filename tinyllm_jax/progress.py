@@ -30,8 +30,8 @@ import sys
 import time
 from typing import IO, Any
 
+from absl import logging as absl_logging
 from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 INTERVAL_ENV = "TINYLLM_PROGRESS_INTERVAL_S"
 _ACTIVE: list[Progress] = []  # bars being shown, innermost last
@@ -118,8 +118,7 @@ class Progress:
                              file=self.stream, dynamic_ncols=True, leave=leave,
                              position=len(_ACTIVE))
             if not _ACTIVE:  # the outermost bar routes the program's log records
-                self._redirect = logging_redirect_tqdm()
-                self._redirect.__enter__()
+                self._redirect = _redirect_console_logging()
             _ACTIVE.append(self)
 
     def __enter__(self) -> Progress:
@@ -165,7 +164,7 @@ class Progress:
             with contextlib.suppress(ValueError):
                 _ACTIVE.remove(self)
             if self._redirect is not None:
-                self._redirect.__exit__(None, None, None)
+                _restore_console_logging(self._redirect)
                 self._redirect = None
             return
         if self.enabled and not self._closed_quietly():
@@ -185,3 +184,48 @@ def _isatty(stream: IO[str]) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):  # closed or not a real file
         return False
+
+
+class _AboveBar(logging.Handler):
+    """Stands in for a console log handler while a bar is shown: the same
+    format and level, written through tqdm.write."""
+
+    def __init__(self, replaced: logging.Handler, formatter: logging.Formatter | None,
+                 stream: IO[str]) -> None:
+        super().__init__(replaced.level)
+        self.replaced, self.stream = replaced, stream
+        self.setFormatter(formatter)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # logging's rule: a failing handler must not raise
+            self.handleError(record)
+
+
+def _redirect_console_logging() -> list[_AboveBar]:
+    """Swap the root logger's console handlers (absl's among them: it writes
+    to sys.stderr itself, which tqdm's logging_redirect_tqdm does not see)
+    for ones that print through tqdm.write; returns them, to swap back."""
+    root = logging.getLogger()
+    absl_handler = absl_logging.get_absl_handler()
+    swapped = []
+    for handler in list(root.handlers):
+        if handler is absl_handler:
+            stand_in = _AboveBar(handler, handler.python_handler.formatter, sys.stderr)
+        elif isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout,
+                                                                               sys.stderr):
+            stand_in = _AboveBar(handler, handler.formatter, handler.stream)
+        else:
+            continue
+        root.removeHandler(handler)
+        root.addHandler(stand_in)
+        swapped.append(stand_in)
+    return swapped
+
+
+def _restore_console_logging(swapped: list[_AboveBar]) -> None:
+    root = logging.getLogger()
+    for stand_in in swapped:
+        root.removeHandler(stand_in)
+        root.addHandler(stand_in.replaced)
