@@ -46,7 +46,8 @@ def fake_vllm(monkeypatch):
                 # The answer letter depends on the prompt, to tell rows apart.
                 letter = "abcd"[len(p["prompt_token_ids"]) % 4]
                 text = f" Count the steps. Thus, the answer is ({letter})."
-                choice = types.SimpleNamespace(text=text, token_ids=[5] * 9, finish_reason="stop")
+                choice = types.SimpleNamespace(text=text, token_ids=[5] * 9, finish_reason="stop",
+                                               stop_reason=None)
                 out.append(types.SimpleNamespace(outputs=[choice]))
             return out
 

