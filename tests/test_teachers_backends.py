@@ -60,9 +60,11 @@ def fake_vllm(monkeypatch):
 
 def test_vllm_adapter_calls_and_store_format(fake_vllm, tmp_path):
     spec = teacher_spec("big", teacher("org/causal-7b", backend="vllm", dtype="bfloat16",
+                                       engine_args={"max_model_len": 4096},
                                        generation={"max_new_tokens": 64, "seed": 3}).to_dict())
     engine = backends.load_backend("vllm", spec, FakeTokenizer(), "causal")
     assert fake_vllm["llm"]["model"] == "org/causal-7b"
+    assert fake_vllm["llm"]["max_model_len"] == 4096
     assert fake_vllm["llm"]["dtype"] == "bfloat16" and fake_vllm["llm"]["seed"] == 3
     params = fake_vllm["params"]
     assert params["max_tokens"] == 64 and params["temperature"] == 0.0  # greedy
@@ -95,6 +97,19 @@ def test_vllm_refuses_what_it_cannot_run(fake_vllm):
     beams = teacher_spec("b", teacher("m", backend="vllm", generation={"num_beams": 4}).to_dict())
     with pytest.raises(TeacherError, match="num_beams"):
         backends.load_backend("vllm", beams, FakeTokenizer(), "causal")
+
+
+def test_engine_args_are_checked_against_the_fields_that_set_them():
+    with pytest.raises(TeacherError, match=r"config\.teachers\.v\.engine_args: \['dtype', "
+                                           r"'seed'\] come from the teacher's own fields"):
+        teacher_spec("v", teacher("m", backend="vllm",
+                                  engine_args={"seed": 1, "dtype": "half"}).to_dict())
+    with pytest.raises(TeacherError, match=r"engine_args: expected a dict of vllm\.LLM"):
+        teacher_spec("v", {**teacher("m", backend="vllm").to_dict(), "engine_args": [("a", 1)]})
+    with pytest.raises(TeacherError, match=r"engine_args: only the vllm backend reads it"):
+        teacher_spec("h", teacher("m", engine_args={"max_model_len": 8}).to_dict())
+    auto = teacher_spec("a", teacher("m", backend="auto", engine_args={"max_model_len": 8}).to_dict())
+    assert auto.engine_args == {"max_model_len": 8}
 
 
 def test_auto_backend_choice(fake_vllm, monkeypatch):
