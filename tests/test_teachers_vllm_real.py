@@ -160,3 +160,17 @@ def test_vllm_command_resumes_after_sigkill_with_the_hf_backends_prompts(model, 
         assert r["prompt_hash"] == hf_lines[r["id"]]["prompt_hash"], r["id"]
         assert r["demo_ids"] == hf_lines[r["id"]]["demo_ids"], r["id"]
         assert r["question_hash"] == hf_lines[r["id"]]["question_hash"], r["id"]
+
+
+def test_an_engine_argument_vllm_rejects_is_one_error_line(model, tmp_path):
+    config = write_config(tmp_path, "bad_cfg", out=str(tmp_path / "out"), n=2, model=model,
+                          backend="vllm", batch_size=1,
+                          engine_args={**CPU_ENGINE, "max_model_len": "long"})
+    done = subprocess.run(command(config), cwd=REPO, env=env(), capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, done.stderr[-3000:]
+    assert errors[0].startswith("error: config.teachers.tiny_llama: vllm could not start")
+    assert "max_model_len" in errors[0]
