@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -87,6 +88,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import torch
 
+    # A CPU benchmark: with libtpu importable as well, vLLM would find two
+    # platforms and refuse to start.
+    os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
     with tempfile.TemporaryDirectory() as tmp:
         path, tokenizer = build_model(Path(tmp), args.width, args.layers, args.seed)
         batches = prompt_batches(tokenizer, args.n, args.batch)

@@ -87,8 +87,10 @@ def command(config: Path) -> list[str]:
 
 
 def env() -> dict:
+    # VLLM_TARGET_DEVICE=cpu: with libtpu importable too (a TPU extra in the
+    # base environment) vLLM would find two platforms and refuse to start.
     return {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false",
-            "HF_HUB_OFFLINE": "1", "JAX_PLATFORMS": "cpu"}
+            "HF_HUB_OFFLINE": "1", "JAX_PLATFORMS": "cpu", "VLLM_TARGET_DEVICE": "cpu"}
 
 
 def records(path: Path) -> list[dict]:
