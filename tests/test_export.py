@@ -8,8 +8,6 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from absl import flags
-from absl.testing import flagsaver
 from flax import linen as nn
 
 from tinyllm_jax import Student, export, hub
@@ -141,22 +139,19 @@ def test_push_refusals(workdir, monkeypatch, fake_hub):
         student.push_to_hub("me/x")
 
 
-def _cli(capsys, **values) -> tuple[int, str]:
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()
-    with flagsaver.flagsaver(**values):
-        try:
-            export.main(["export"])
-            code = 0
-        except SystemExit as e:
-            code = e.code
+def _cli(capsys, *argv: str) -> tuple[int, str]:
+    try:
+        export.main(list(argv))
+        code = 0
+    except SystemExit as e:
+        code = e.code
     captured = capsys.readouterr()
     return code, captured.out + captured.err
 
 
 def test_command_exports_and_pushes(workdir, tmp_path, capsys, fake_hub):
-    code, text = _cli(capsys, workdir=str(workdir), out=str(tmp_path / "e"), push="me/s",
-                      checkpoint="latest")
+    code, text = _cli(capsys, f"--workdir={workdir}", f"--out={tmp_path / 'e'}", "--push=me/s",
+                      "--checkpoint=latest")
     assert code == 0, text
     assert f"exported step 5 (latest) of {workdir} to {tmp_path / 'e'}" in text
     assert "pushed to me/s: https://huggingface.co/me/s/commit/abc" in text
@@ -165,10 +160,10 @@ def test_command_exports_and_pushes(workdir, tmp_path, capsys, fake_hub):
 
 
 def test_command_errors_are_one_line(workdir, tmp_path, capsys, fake_hub):
-    code, text = _cli(capsys, workdir=str(tmp_path / "nope"), out=str(tmp_path / "e"), push=None)
+    code, text = _cli(capsys, f"--workdir={tmp_path / 'nope'}", f"--out={tmp_path / 'e'}")
     assert code == 2 and text.startswith("error: ValueError: --workdir=") and \
         "no such directory" in text
-    code, text = _cli(capsys, workdir=str(workdir), out=str(tmp_path / "e"), push="bad id")
+    code, text = _cli(capsys, f"--workdir={workdir}", f"--out={tmp_path / 'e'}", "--push=bad id")
     assert code == 2 and "is not a Hub model id" in text and not (tmp_path / "e").exists()
-    code, text = _cli(capsys, workdir=None, out=None, push=None)
-    assert code == 2 and "--workdir and --out are required" in text
+    code, text = _cli(capsys, f"--workdir={workdir}")
+    assert code == 2 and "the following arguments are required: --out" in text

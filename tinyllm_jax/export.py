@@ -12,22 +12,32 @@ half-written folder; an existing non-empty `--out` is refused.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-from absl import app, flags
-
-from tinyllm_jax.cli import error_boundary, fail
+from tinyllm_jax.cli import error_boundary
 from tinyllm_jax.hub import check_repo_id, push_folder, write_model_card
 from tinyllm_jax.student import Student
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (python -m tinyllm_jax.main).")
-_OUT = flags.DEFINE_string("out", None, "Directory to write (must not exist or be empty).")
-_WHICH = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint.")
-_PUSH = flags.DEFINE_string("push", None, "Also upload to this Hub repo id ('owner/name').")
-_PRIVATE = flags.DEFINE_bool("private", False, "--push: create the repo as private.")
+
+def _parser() -> argparse.ArgumentParser:
+    # argparse, not absl flags: absl's registry is global, and --workdir is
+    # already defined by tinyllm_jax.main in any process that imports both.
+    p = argparse.ArgumentParser(
+        prog="python -m tinyllm_jax.export",
+        description="Export a training workdir's student as a Hugging Face folder.")
+    p.add_argument("--workdir", required=True, help="training workdir (python -m tinyllm_jax.main)")
+    p.add_argument("--out", required=True, help="directory to write (must not exist or be empty)")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best",
+                   help="which checkpoint (default: best)")
+    p.add_argument("--push", default=None, metavar="REPO_ID",
+                   help="also upload to this Hub repo ('owner/name')")
+    p.add_argument("--private", action="store_true", help="--push: create the repo as private")
+    return p
 
 
 def check_paths(workdir: str | os.PathLike[str], out: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -65,28 +75,27 @@ def export_workdir(workdir: str | os.PathLike[str], out: str | os.PathLike[str],
     return out, student
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        fail(f"unexpected arguments {argv[1:]}; flags are --workdir, --out, --push")
-    if not _WORKDIR.value or not _OUT.value:
-        fail("--workdir and --out are required")
+def main(argv: Sequence[str] | None = None) -> None:
+    """The command; argument mistakes exit 2 with argparse's usage line."""
+    args = _parser().parse_args(argv)
     with error_boundary(on_interrupt="export stopped by Ctrl-C; --out was not written"):
-        if _PUSH.value:
-            check_repo_id(_PUSH.value)  # before the export, not after
-        out, student = export_workdir(_WORKDIR.value, _OUT.value, which=_WHICH.value)
+        if args.push:
+            check_repo_id(args.push)  # before the export, not after
+        out, student = export_workdir(args.workdir, args.out, which=args.checkpoint)
         files = ", ".join(sorted(p.name for p in out.iterdir()))
-        print(f"exported step {student.checkpoint_step} ({_WHICH.value}) of {_WORKDIR.value} "
+        print(f"exported step {student.checkpoint_step} ({args.checkpoint}) of {args.workdir} "
               f"to {out}: {files}", flush=True)
-        if _PUSH.value:
-            url = push_folder(out, _PUSH.value, private=_PRIVATE.value,
+        if args.push:
+            url = push_folder(out, args.push, private=args.private,
                               commit_message=f"Upload tinyllm_jax student (step "
                                              f"{student.checkpoint_step})")
-            print(f"pushed to {_PUSH.value}: {url}", flush=True)
+            print(f"pushed to {args.push}: {url}", flush=True)
     sys.stdout.flush()
 
 
 def run() -> None:
-    app.run(main)
+    """The `tinyllm-export` console script."""
+    main()
 
 
 if __name__ == "__main__":

@@ -67,7 +67,11 @@ def load_examples(data: DataSpec, split: str) -> tuple[list[Example], DataReport
             )
         store_dir = data.rationale_store or None
         if data.use_tfds:
-            from tinyllm_jax.data.tfds_builders import load_tfds_split
+            try:
+                from tinyllm_jax.data.tfds_builders import load_tfds_split
+            except ImportError as e:
+                # A ValueError: the command line reports it as one line.
+                raise ValueError(f"config.data.use_tfds=True: {e}") from None
 
             examples, report = load_tfds_split(
                 data.name, split, data.tfds_data_dir, data.data_dir, data.teachers,
