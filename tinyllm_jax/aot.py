@@ -297,5 +297,10 @@ def _main() -> None:
     app.run(main, flags_parser=parse_flags)
 
 
+def run() -> None:
+    """The `tinyllm-aot` console script."""
+    _main()
+
+
 if __name__ == "__main__":
     _main()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from tinyllm_jax.checkpoint import Checkpointer
 from tinyllm_jax.data.tokenizer import load_named_tokenizer
 from tinyllm_jax.evaluation.batching import bucket_length, pad_batch
 from tinyllm_jax.evaluation.decoding import greedy_decode, strip_after_eos
+from tinyllm_jax.hub import check_repo_id, push_folder, write_model_card
 from tinyllm_jax.models.hf import load_hf_checkpoint, resolve_checkpoint_dir, save_hf_checkpoint
 from tinyllm_jax.models.t5 import T5, T5Config, abstract_params
 from tinyllm_jax.tokenizers import TOKENIZER_FILES, load_tokenizer
@@ -230,6 +232,18 @@ class Student:
             log.warning("the tokenizer %r has no save(): %s will hold no tokenizer files",
                         self.tokenizer, directory)
         return save_hf_checkpoint(directory, self.config, self.params, self.tokenizer)
+
+    def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None,
+                    commit_message: str = "Upload tinyllm_jax student") -> str:
+        """Upload the `save_hf` export (with a model card) to the HF Hub as
+        `repo_id` ("name" or "owner/name"; created if absent); returns the
+        commit URL. Credentials: `hf auth login`, HF_TOKEN or `token`."""
+        check_repo_id(repo_id)
+        with tempfile.TemporaryDirectory(prefix="tinyllm_jax-push-") as folder:
+            self.save_hf(folder)
+            write_model_card(folder, self.run_meta, self.checkpoint_step)
+            return push_folder(folder, repo_id, private=private, token=token,
+                               commit_message=commit_message)
 
 
 def _check_count(where: str, name: str, value: Any) -> None:

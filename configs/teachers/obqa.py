@@ -5,9 +5,9 @@ template) with teacher-forced chain of thought: two in-context examples from
 the OBQA training split, then the question, the options and the gold answer.
 Needs the model weights (HF hub or local copies) and a GPU.
 
-    python -m tinyllm_jax.teachers --config=configs/teachers/obqa.py --dry_run=2
-    python -m tinyllm_jax.teachers --config=configs/teachers/obqa.py
-    python -m tinyllm_jax.teachers --config=configs/teachers/obqa.py \
+    python -m tinyllm_jax.teachers --config=configs/teachers/obqa.py:data_dir=DIR --dry_run=2
+    python -m tinyllm_jax.teachers --config=configs/teachers/obqa.py:data_dir=DIR
+    python -m tinyllm_jax.teachers --config=configs/teachers/obqa.py:data_dir=DIR \
         --teachers=llama2_7b_chat --splits=train
 
 Argument: `--config=configs/teachers/obqa.py:data_dir=DIR,device=cuda:0,flan=PATH,llama=PATH`
@@ -24,7 +24,9 @@ import ml_collections
 from tinyllm_jax.teachers.config import base_config, teacher
 
 _DEFAULTS = {
-    "data_dir": "../shared/data/tinyllm",
+    # No default: the TinyLLM data root is wherever you put it (the run
+    # refuses to start without it and says which field to set).
+    "data_dir": "",
     "device": "cuda",
     "flan": "google/flan-t5-xl",
     "llama": "meta-llama/Llama-2-7b-chat-hf",

@@ -11,6 +11,7 @@ from tinyllm_jax.data import synthetic
 from tinyllm_jax.data.features import teacher_prefixes_for
 from tinyllm_jax.models.t5_config import T5Config
 from tinyllm_jax.spec.fields import Fields, as_dict, split_known, text_tuple
+from tinyllm_jax.spec.table import missing_splits, parse_table
 from tinyllm_jax.spec.tracking import profile_steps, wandb_spec
 from tinyllm_jax.spec.types import (
     BEST_METRICS,
@@ -123,9 +124,12 @@ def _data(values: dict[str, Any], problems: list[str], reads_data: bool = True) 
                "directory or an HF hub id")
     data_dir, store = f.text("data_dir"), f.text("rationale_store")
     use_tfds, tfds_dir = f.boolean("use_tfds"), f.text("tfds_data_dir")
-    if reads_data and name != "synthetic" and not data_dir:
+    table = parse_table(values.get("table"), name=name, teachers=teachers, store=store,
+                        use_tfds=use_tfds, problems=problems)
+    if reads_data and name != "synthetic" and not data_dir and not table.format:
         f.bad("data_dir", data_dir, f"dataset {name!r} is read from a TinyLLM data root: set "
-               "--config.data.data_dir=/path/to/tinyllm (or use name='synthetic')")
+               "--config.data.data_dir=/path/to/tinyllm (or use name='synthetic', or "
+               "config.data.table for your own files)")
     if use_tfds and not tfds_dir:
         f.bad("tfds_data_dir", tfds_dir, "use_tfds=True needs the directory the array_record "
                "files are (or will be) written to")
@@ -148,6 +152,7 @@ def _data(values: dict[str, Any], problems: list[str], reads_data: bool = True) 
         max_target_len=max_t, packing=f.boolean("packing"), packed_input_len=packed_in,
         packed_target_len=packed_t, tokenizer=tokenizer, seed=f.integer("seed"),
         train_fraction=f.number("train_fraction", 0.0, 1.0, lo_open=True), synthetic=syn,
+        table=table,
     )
 
 
@@ -318,6 +323,9 @@ def parse(config: Any, *, reads_data: bool = True) -> RunSpec:
         problems.append(
             f"config.optimizer.accumulate_steps = {optimizer.accumulate_steps}: must divide "
             f"config.train.batch_size = {train.batch_size} (each micro-batch gets an equal share)")
+    if reads_data:
+        problems += missing_splits(data.table, ("train", *evaluation.splits,
+                                                evaluation.final_split))
     if problems:
         raise ConfigError(problems)
     return RunSpec(seed=seed, init_from=init_from, model=model, data=data, loss=loss,

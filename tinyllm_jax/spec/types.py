@@ -25,6 +25,34 @@ class ConfigError(ValueError):
         super().__init__("invalid config:\n  " + "\n  ".join(self.problems))
 
 
+# Table formats of config.data.table ("" = not used: TinyLLM files or synthetic).
+TABLE_FORMATS = ("", "jsonl", "csv", "parquet", "hf")
+ANSWER_FORMATS = ("auto", "text", "letter", "index")
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSpec:
+    """Your own multiple-choice data: one table per split and a column mapping."""
+
+    format: str = ""
+    # hf: a save_to_disk directory or a hub id; files: the directory that
+    # relative split paths are resolved against ("" = as given).
+    path: str = ""
+    hf_config: str = ""  # load_dataset's config name for a hub id
+    # files: each split's file; hf: each split's name ("" = train, validation, test).
+    train: str = ""
+    valid: str = ""
+    test: str = ""
+    question: str = "question"
+    # One name: a list column (in CSV a JSON list); several: one text column per option.
+    choices: tuple[str, ...] = ("choices",)
+    answer: str = "answer"
+    answer_format: str = "auto"  # text of a choice, letter a/A.., 0-based index, or auto
+    # One column per teacher in config.data.teachers order; "" = from rationale_store.
+    rationales: tuple[str, ...] = ()
+    id: str = ""  # "" = ids <name>-<split>-<row>
+
+
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
     name: str = "synthetic"
@@ -52,6 +80,7 @@ class DataSpec:
     train_fraction: float = 1.0  # data-efficiency runs train on a prefix of train
     synthetic: synthetic.SyntheticConfig = dataclasses.field(
         default_factory=synthetic.SyntheticConfig)
+    table: TableSpec = dataclasses.field(default_factory=TableSpec)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,6 +211,7 @@ def config_defaults() -> dict[str, Any]:
         out[name] = {f.name: field_default(f) for f in dataclasses.fields(cls)}
     out["data"]["synthetic"] = {}  # only overrides of SyntheticConfig's own defaults
     out["train"]["wandb"] = dataclasses.asdict(WandbSpec())
+    out["data"]["table"] = {f.name: field_default(f) for f in dataclasses.fields(TableSpec)}
     for key, field in EVAL_KEYS.items():
         out["train"][key] = field_default(next(f for f in dataclasses.fields(EvalSpec)
                                           if f.name == field))
