@@ -6,7 +6,9 @@ FLAN-T5-xl (seq2seq, plain prompt) and LLaMA-2-7B-chat (causal, its chat
 template) with teacher-forced chain of thought: k in-context examples from
 the training split, then the question, the options and the gold answer
 (TinyLLM README, "Obtaining Rationales"). configs/teachers/<dataset>.py call
-this; model paths default to the hub ids.
+this; model paths default to the hub ids. The paper's in-context example
+generator (each teacher writes its own demos first): add
+`--config.prompt.generate_demos=True` (teachers/demo_generator.py).
 """
 
 from __future__ import annotations
