@@ -6,7 +6,10 @@ tokenizer (google-research/distilling-step-by-step metrics.py and TinyLLM
 tiny.py, `compute_metrics_text`: both sides go through `batch_decode`). A gold
 the vocabulary cannot spell (T5 folds runs of spaces and has no `{`, `}`) is
 then compared in the form the student could produce. Both sides are stripped
-of surrounding whitespace, which carries no answer.
+of surrounding whitespace, which carries no answer. One difference stays: the
+reference's HF `batch_decode` also applies `clean_up_tokenization_spaces` to
+both sides (" ." -> ".", " 's" -> "'s", ...), which can make two different
+decodings equal; this decode does not.
 `accuracy_strict` compares with the raw gold text instead (this project's
 `accuracy` before the change; such golds can never be matched).
 `accuracy_normalized` forgives case, whitespace, trailing punctuation and
