@@ -7,7 +7,8 @@ tiny.py, `compute_metrics_text`: both sides go through `batch_decode`). A gold
 the vocabulary cannot spell (T5 folds runs of spaces and has no `{`, `}`) is
 then compared in the form the student could produce. Both sides are stripped
 of surrounding whitespace, which carries no answer. One difference stays: the
-reference's HF `batch_decode` also applies `clean_up_tokenization_spaces` to
+reference's HF `batch_decode` (transformers 4.36.2, pinned by TinyLLM's
+requirements.txt) also applies `clean_up_tokenization_spaces` by default to
 both sides (" ." -> ".", " 's" -> "'s", ...), which can make two different
 decodings equal; this decode does not.
 `accuracy_strict` compares with the raw gold text instead (this project's
