@@ -114,6 +114,8 @@ def test_bioasq_dry_run_command_line(models, tmp_path):
 
 @pytest.mark.skipif(not TINYLLM_DATA.is_dir() or not T5_VOCAB.is_dir(),
                     reason=f"{TINYLLM_DATA} not present")
-@pytest.mark.parametrize("dataset", PUBLISHED)
+# ARC in the default suite; the others read more files (PIQA's 33 chunks) and run with -m slow.
+@pytest.mark.parametrize("dataset", [d if d == "arc" else pytest.param(d, marks=pytest.mark.slow)
+                                     for d in PUBLISHED])
 def test_dry_run_on_the_published_files(dataset, models):
     _check(_dry_run(dataset, _arg(models, TINYLLM_DATA)), dataset)

@@ -53,13 +53,9 @@ def test_each_teacher_writes_its_demos_then_uses_them(models, data_root, tmp_pat
         assert all(r["generation"]["demo_rationale"] == teacher for r in main)
     assert any("demos" in m for m in messages)
 
-
-def test_the_main_prompts_show_the_teachers_own_rationales(models, data_root, tmp_path):  # noqa: F811
-    out = tmp_path / "store"
-    spec, cfg = _spec(models, data_root, out, tmp_path, max_new_tokens=6)
-    run(spec, cfg.data, echo=lambda _: None)
-    # Replace tiny_t5's generated demo rationales by known text, as if a good
-    # teacher had written them; the dry run now shows them in every prompt.
+    # The main prompts show the teacher's own demo rationales: replace
+    # tiny_t5's (random-model text) by known text, as if a good teacher had
+    # written them, and the dry run shows them in every prompt.
     path = out / DATASET / "tiny_t5" / "demos.jsonl"
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     for i, rec in enumerate(lines):
@@ -67,10 +63,9 @@ def test_the_main_prompts_show_the_teachers_own_rationales(models, data_root, tm
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     shown: list[str] = []
     run(spec, cfg.data, dry_run=2, echo=shown.append)
-    prompts = [x for x in shown if not x.startswith("=====") and not x.startswith("(")]
     t5_main = [p for p, h in zip(shown[1::2], shown[0::2])
                if "tiny_t5" in h and "split valid" in h]
-    assert len(t5_main) == 2 and prompts
+    assert len(t5_main) == 2
     assert all("Own reasoning number" in p for p in t5_main)
 
 
@@ -100,7 +95,8 @@ def test_the_demo_pass_resumes_and_refuses_other_settings(models, data_root, tmp
     # lines, so the main pass's prompts (and records) still match.
     assert {json.dumps(v, sort_keys=True) for v in again.values()} == {
         json.dumps(json.loads(x), sort_keys=True) for x in lines}
-    assert any("2 already done" in m or "already" in m for m in messages)
+    # one whole line kept, the torn one and the lost one written again
+    assert any(m.startswith("tiny_t5/demos: 2 written, 1 already done, of 3") for m in messages)
     before = len(messages)
     run(spec, cfg.data, echo=messages.append)
     assert not any("loading teacher" in m for m in messages[before:])
