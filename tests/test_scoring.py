@@ -9,7 +9,7 @@ from tinyllm_jax.configs import load_config_file
 from tinyllm_jax.data import pipeline
 from tinyllm_jax.data.example import Example
 from tinyllm_jax.evaluation.scoring import accuracy_report, decoded_gold, survives_round_trip
-from tinyllm_jax.spec import parse
+from tinyllm_jax.spec import BEST_METRICS, ConfigError, parse
 from tinyllm_jax.tokenizers import load_tokenizer
 
 needs_vocab = pytest.mark.skipif(not (T5_VOCAB / "tokenizer.json").is_file(),
@@ -100,3 +100,15 @@ def test_real_test_golds_that_the_t5_vocabulary_changes(dataset, t5):
         # 12 chemistry formulas with braces (H_{2}O), 3 powers with a caret (m/s^2).
         assert sum("{" in ex.answer for ex in bad) == 12
         assert sum("^" in ex.answer for ex in bad) == 3
+
+
+def test_either_exact_match_can_pick_the_best_checkpoint():
+    assert {"accuracy", "accuracy_strict"} <= set(BEST_METRICS)
+    for metric in ("accuracy", "accuracy_strict"):
+        cfg = load_config_file("configs/demo.py")
+        cfg.train.best_metric = metric
+        assert parse(cfg).eval.best_metric == metric
+    cfg = load_config_file("configs/demo.py")
+    cfg.train.best_metric = "accuracy_raw"
+    with pytest.raises(ConfigError, match="accuracy_strict"):
+        parse(cfg)
