@@ -35,6 +35,9 @@ def test_the_reference_hyperparameters():
     piqa = _spec("dataset=piqa,init=/ckpt/flan-small,max_input=512")
     assert piqa.data.teachers == ("flan",) and piqa.train.batch_size == 8 * 8 * 2
     assert piqa.init_from == "/ckpt/flan-small" and piqa.data.max_input_len == 512
+    assert s.data.teacher_prefixes == ("explain: ", "rationale: ")
+    assert _spec("dataset=obqa,teachers=llama").data.teacher_prefixes == ("rationale: ",)
+    assert _spec("dataset=obqa,teachers=none").train.batch_size == 64
     with pytest.raises(ValueError, match="a FLAN-T5 student"):
         load_config_file(CONFIG, "size=tiny")
 

@@ -50,6 +50,7 @@ from tinyllm_jax.configs import dataset_config, parse_arg
 
 SIZES = ("small", "base", "large")
 REFERENCE_BATCH, REFERENCE_ACCUMULATION = 8, 8
+PREFIXES = {"flan": "explain: ", "llama": "rationale: "}  # tiny.py tokenize_function
 
 
 def get_config(arg: str | None = None):
@@ -67,7 +68,11 @@ def get_config(arg: str | None = None):
     c.data.max_input_len = int(a["max_input"])
     c.data.max_target_len = 256
     c.data.packing = False
-    tasks = 1 + len([t for t in teachers.split("+") if t and t != "none"])
+    names = [t for t in teachers.split("+") if t and t != "none"]
+    tasks = 1 + len(names)
+    # Each teacher keeps its reference prefix whichever others are on
+    # (the default gives the first teacher "explain: ").
+    c.data.teacher_prefixes = tuple(PREFIXES.get(t, f"{t}: ") for t in names)
     c.optimizer.name = "adamw"
     c.optimizer.lr = 5e-5
     c.optimizer.schedule = "linear"
