@@ -12,7 +12,7 @@ from tinyllm_jax.models.t5_config import T5Config
 
 DATASETS = ("synthetic", "obqa", "arc", "piqa", "riddle", "pubmedqa", "bioasq")
 SPLITS = ("train", "valid", "test")
-BEST_METRICS = ("accuracy", "accuracy_normalized", "accuracy_ranked")
+BEST_METRICS = ("accuracy", "accuracy_strict", "accuracy_normalized", "accuracy_ranked")
 DTYPES = ("float32", "bfloat16")
 REMAT = ("none", "full", "dots")
 
@@ -148,7 +148,8 @@ class EvalSpec:
     splits: tuple[str, ...] = ("valid",)
     final_split: str = "test"  # "" = no final evaluation
     rank_choices: bool = True  # also report rank-classification accuracy
-    # Validation metric that picks the best checkpoint.
+    # Validation metric that picks the best checkpoint ("accuracy": the decoded
+    # gold, as the reference; "accuracy_strict": the raw gold text).
     best_metric: str = "accuracy"
     rationales: bool = False  # also decode each teacher prefix at --mode=eval
 
