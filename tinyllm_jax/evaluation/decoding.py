@@ -20,7 +20,8 @@ from jax.experimental import multihost_utils
 
 from tinyllm_jax.data.features import TaskFeature
 from tinyllm_jax.evaluation.batching import eval_batches, eval_order
-from tinyllm_jax.models.t5 import T5, T5Config
+from tinyllm_jax.evaluation.decoder_step import decode_step, encode
+from tinyllm_jax.models.t5 import T5Config
 from tinyllm_jax.sharding import global_batch
 
 Array = jax.Array
@@ -42,20 +43,13 @@ def greedy_decode(
     Tokens after a row's EOS are `pad_id`, as in HF `generate` (which also
     prepends the decoder start token; this does not).
     """
-    model = T5(config)
-    variables = {"params": params}
     batch = encoder_input_tokens.shape[0]
-    encoded = model.apply(
-        variables, encoder_input_tokens, encoder_segment_ids, method=T5.encode
-    )
+    encoded = encode(params, config, encoder_input_tokens, encoder_segment_ids)
 
     def step(cache: Any, tokens: Array, index: Array) -> tuple[Array, Any]:
-        state = {**variables, "cache": cache} if cache is not None else variables
-        logits, mutated = model.apply(
-            state, encoded, encoder_segment_ids, tokens[:, None], None, False, True,
-            index, max_new_tokens, mutable=["cache"], method=T5.decode,
-        )
-        return jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32), mutated["cache"]
+        logits, cache = decode_step(params, config, encoded, encoder_segment_ids, cache,
+                                    tokens, index, max_new_tokens)
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32), cache
 
     # The first step creates the cache (and projects the encoder output once
     # for cross-attention); the loop then reuses it with fixed shapes.
