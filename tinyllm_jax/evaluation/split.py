@@ -14,7 +14,8 @@ import numpy as np
 
 from tinyllm_jax.data.example import Example
 from tinyllm_jax.data.features import TaskFeature
-from tinyllm_jax.evaluation.decoding import decode_features
+from tinyllm_jax.evaluation.decode_options import DecodeOptions
+from tinyllm_jax.evaluation.decoding import GREEDY, decode_features
 from tinyllm_jax.evaluation.ranking import rank_choices
 from tinyllm_jax.evaluation.scoring import accuracy_report
 from tinyllm_jax.models.t5 import T5Config
@@ -32,15 +33,16 @@ def max_new_tokens_for(examples: Sequence[Example], tokenizer: Any, configured: 
 def evaluate_split(
     params: Any, config: T5Config, features: Sequence[TaskFeature], examples: Sequence[Example],
     tokenizer: Any, mesh: Any, *, batch_size: int, max_new_tokens: int, by_length: bool,
-    rank: bool,
+    rank: bool, options: DecodeOptions = GREEDY,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """(metrics, prediction rows) of answer-task `features`: greedy answers
-    with dropout off, plus rank classification of the choices with `rank`."""
+    """(metrics, prediction rows) of answer-task `features`: answers decoded
+    as `options` ask (greedy by default) with dropout off, plus rank
+    classification of the choices with `rank`."""
     config = config.replace(dropout_rate=0.0)
     outputs = decode_features(
         params, config, features, mesh=mesh, batch_size=batch_size,
         max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
-        by_length=by_length,
+        by_length=by_length, options=options,
     )
     ranked = None
     if rank:
@@ -54,6 +56,7 @@ def evaluate_split(
 def generate_rationales(
     params: Any, config: T5Config, examples: Sequence[Example], *, prefix: str, tokenizer: Any,
     mesh: Any, batch_size: int, max_input_len: int, max_new_tokens: int,
+    options: DecodeOptions = GREEDY,
 ) -> dict[str, str]:
     """The student's own rationale for each example under a teacher's prefix,
     keyed by example id (inputs cut to `max_input_len` tokens with EOS)."""
@@ -65,6 +68,6 @@ def generate_rationales(
                                  np.asarray([tokenizer.eos_id], np.int32)))
     outs = decode_features(
         params, config, feats, mesh=mesh, batch_size=batch_size, max_new_tokens=max_new_tokens,
-        eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
+        eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, options=options,
     )
     return {k: tokenizer.decode(v) for k, v in outs.items()}
