@@ -28,11 +28,12 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 K, T = 3, 10
-# (length_penalty, early_stopping): HF's default, both stopping rules, and
-# penalties that favour shorter (< 1) and longer (> 1) answers.
-SETTINGS = [(1.0, False), (1.0, True), (0.6, False), (2.0, True)]
-# Slow runs add the other shapes, a negative penalty and "never".
-MORE_SETTINGS = [*SETTINGS, (-0.5, False), (-0.5, True), (1.5, "never"), (0.5, "never")]
+# (length_penalty, early_stopping): HF's default, and both stopping rules
+# with penalties that favour shorter (< 1) and longer (> 1) answers.
+SETTINGS = [(1.0, False), (0.6, True), (2.0, False)]
+# Slow runs add the other shapes, both rules at more penalties, and "never".
+MORE_SETTINGS = [*SETTINGS, (1.0, True), (2.0, True), (0.6, False), (-0.5, False),
+                 (-0.5, True), (1.5, "never"), (0.5, "never")]
 
 
 @pytest.fixture(scope="module")
