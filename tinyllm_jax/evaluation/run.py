@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,9 @@ def _evaluate_workdir(spec: RunSpec, workdir_path: Path, split: str, which: str
                 if ex_id in by_id:
                     by_id[ex_id][f"rationale_{teacher}"] = text
     write_predictions(workdir_path / f"predictions_{split}.jsonl", rows)
-    result = {"split": split, "step": step, **m}
+    # How the answers were decoded belongs with the accuracy it gave.
+    result = {"split": split, "step": step, **m,
+              "decoding": dataclasses.asdict(options_of(spec.eval))}
     if jax.process_index() == 0:
         print(f"{split}: {accuracy_text(m)} on {int(m['examples'])} examples at checkpoint "
               f"step {step}", flush=True)
