@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Any
 
 EARLY_STOPPING_VALUES = (False, True, "never")
@@ -42,13 +43,13 @@ class DecodeOptions:
 
         def integer(name: str, lo: int, hi: int | None, allowed: str) -> None:
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None
-                                                                          and v > hi):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo or (
+                    hi is not None and v > hi):
                 out.append((name, v, allowed))
 
         def number(name: str, ok: Any, allowed: str) -> None:
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) \
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) \
                     or not ok(v):
                 out.append((name, v, allowed))
 
@@ -65,18 +66,24 @@ class DecodeOptions:
         number("top_p", lambda v: 0 < v <= 1, "must be a number in (0, 1] (1 = no top-p "
                "filter)")
         integer("seed", 0, MAX_SEED, f"must be an integer from 0 to {MAX_SEED}")
-        if self.do_sample is True and isinstance(self.num_beams, int) and self.num_beams > 1:
+        if self.do_sample is True and isinstance(self.num_beams, numbers.Integral) \
+                and self.num_beams > 1:
             out.append(("num_beams", self.num_beams, "must be 1 with do_sample=True: beam "
                         "sampling is not implemented (use one or the other)"))
         return out
 
     def checked(self, where: str) -> DecodeOptions:
-        """self, or a ValueError naming every bad field, its value and what is allowed."""
+        """These options with plain int/float values (NumPy scalars are fine
+        inputs), or a ValueError naming every bad field, its value and what
+        is allowed."""
         bad = self.problems()
         if bad:
             raise ValueError(f"{where}: " + "; ".join(f"{k}={v!r} {allowed}"
                                                       for k, v, allowed in bad))
-        return self
+        return dataclasses.replace(
+            self, num_beams=int(self.num_beams), length_penalty=float(self.length_penalty),
+            temperature=float(self.temperature), top_k=int(self.top_k),
+            top_p=float(self.top_p), seed=int(self.seed))
 
 
 DECODE_FIELDS = tuple(f.name for f in dataclasses.fields(DecodeOptions))
