@@ -158,6 +158,27 @@ def test_eval_mode_reproduces_final_accuracy(finished_run):
     assert sum(r["correct"] for r in rows) / len(rows) == pytest.approx(result["accuracy"])
 
 
+@pytest.mark.slow
+def test_eval_mode_decodes_as_configured(finished_run):
+    """--mode=eval with beam search from config.train.eval_*: the answers are
+    the beam search's, and eval_<split>.json records how they were decoded."""
+    from tinyllm_jax.evaluation.run import evaluate_workdir
+
+    workdir, _summary = finished_run
+    greedy = evaluate_workdir(_tiny("steps=8"), str(workdir), split="valid")
+    assert greedy["decoding"]["num_beams"] == 1
+    greedy_rows = (workdir / "predictions_valid.jsonl").read_text().splitlines()
+    cfg = _tiny("steps=8")
+    cfg.train.eval_num_beams = 3
+    cfg.train.eval_length_penalty = 0.5
+    result = evaluate_workdir(cfg, str(workdir), split="valid")
+    recorded = json.loads((workdir / "eval_valid.json").read_text())
+    assert recorded["decoding"]["num_beams"] == 3 == result["decoding"]["num_beams"]
+    assert recorded["decoding"]["length_penalty"] == 0.5
+    rows = (workdir / "predictions_valid.jsonl").read_text().splitlines()
+    assert len(rows) == len(greedy_rows) == 16
+
+
 def test_workdir_outputs_and_student_load(finished_run):
     from tinyllm_jax import Student
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from tinyllm_jax.atomic import write_json_atomic
 from tinyllm_jax.checkpoint import CheckpointMismatchError, meta_differences
 from tinyllm_jax.data.bundle import DataBundle, load_data
 from tinyllm_jax.dirlock import holder_of
+from tinyllm_jax.evaluation.decode_options import options_of
 from tinyllm_jax.evaluation.predictions import write_predictions
 from tinyllm_jax.evaluation.scoring import accuracy_text
 from tinyllm_jax.evaluation.split import evaluate_split, generate_rationales, max_new_tokens_for
@@ -39,6 +41,7 @@ def evaluate_run_split(
         max_new_tokens=max_new_tokens_for(examples, bundle.tokenizer, spec.eval.max_new_tokens),
         by_length=spec.eval.by_length, rank=spec.eval.rank_choices,
         desc=f"eval {split}" if spec.train.progress_bar else None,
+        options=options_of(spec.eval),
     )
 
 
@@ -90,12 +93,15 @@ def _evaluate_workdir(spec: RunSpec, workdir_path: Path, split: str, which: str
                 params, model, bundle.eval_examples[split], prefix=prefix,
                 tokenizer=bundle.tokenizer, mesh=mesh, batch_size=spec.eval.batch_size,
                 max_input_len=spec.data.max_input_len, max_new_tokens=spec.data.max_target_len,
+                options=options_of(spec.eval),
             )
             for ex_id, text in texts.items():
                 if ex_id in by_id:
                     by_id[ex_id][f"rationale_{teacher}"] = text
     write_predictions(workdir_path / f"predictions_{split}.jsonl", rows)
-    result = {"split": split, "step": step, **m}
+    # How the answers were decoded belongs with the accuracy it gave.
+    result = {"split": split, "step": step, **m,
+              "decoding": dataclasses.asdict(options_of(spec.eval))}
     if jax.process_index() == 0:
         print(f"{split}: {accuracy_text(m)} on {int(m['examples'])} examples at checkpoint "
               f"step {step}", flush=True)

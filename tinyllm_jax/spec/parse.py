@@ -9,6 +9,7 @@ from typing import Any
 
 from tinyllm_jax.data import synthetic
 from tinyllm_jax.data.features import teacher_prefixes_for
+from tinyllm_jax.evaluation.decode_options import DECODE_FIELDS, DecodeOptions
 from tinyllm_jax.models.t5_config import T5Config
 from tinyllm_jax.spec.fields import Fields, as_dict, split_known, text_tuple
 from tinyllm_jax.spec.table import missing_splits, parse_table
@@ -261,10 +262,19 @@ def _train_and_eval(values: dict[str, Any], problems: list[str]) -> tuple[TrainS
     if train.keep_best and train.eval_every and "valid" not in splits:
         bad("splits", tuple(splits), "the best checkpoint is chosen on the 'valid' evaluation: "
             "add 'valid' or set config.train.keep_best=False")
+    decoding = {k: e.raw(k) for k in DECODE_FIELDS}
+    if not isinstance(decoding["early_stopping"], bool):
+        bad("early_stopping", decoding["early_stopping"], "must be True or False")
+        decoding["early_stopping"] = False
+    for field, value, allowed in DecodeOptions(**decoding).problems():
+        bad(field, value, allowed)
+        decoding[field] = e.defaults[field]
+    for k in ("length_penalty", "temperature", "top_p"):
+        decoding[k] = float(decoding[k])
     return train, EvalSpec(batch_size=batch, by_length=flags["by_length"], max_new_tokens=new,
                            splits=tuple(splits), final_split=final,
                            rank_choices=flags["rank_choices"], best_metric=best,
-                           rationales=flags["rationales"])
+                           rationales=flags["rationales"], **decoding)
 
 
 def _mesh(values: dict[str, Any], problems: list[str]) -> MeshSpec:

@@ -8,6 +8,7 @@ from typing import Any
 
 from tinyllm_jax.data import synthetic
 from tinyllm_jax.data.features import DEFAULT_ANSWER_PREFIX
+from tinyllm_jax.evaluation.decode_options import DecodeOptions
 from tinyllm_jax.models.t5_config import T5Config
 
 DATASETS = ("synthetic", "obqa", "arc", "piqa", "riddle", "pubmedqa", "bioasq")
@@ -152,6 +153,17 @@ class EvalSpec:
     # gold, as the reference; "accuracy_strict": the raw gold text).
     best_metric: str = "accuracy"
     rationales: bool = False  # also decode each teacher prefix at --mode=eval
+    # How answers (and --mode=eval rationales) are decoded, with HF generate's
+    # meanings and defaults (evaluation/decode_options.py): greedy unless
+    # num_beams > 1 (beam search) or do_sample (sampling).
+    num_beams: int = DecodeOptions.num_beams
+    length_penalty: float = DecodeOptions.length_penalty
+    early_stopping: bool = False  # True/False here; Student.generate also takes "never"
+    do_sample: bool = DecodeOptions.do_sample
+    temperature: float = DecodeOptions.temperature
+    top_k: int = DecodeOptions.top_k
+    top_p: float = DecodeOptions.top_p
+    seed: int = DecodeOptions.seed  # the sampling seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,6 +204,10 @@ EVAL_KEYS = {
     "eval_max_new_tokens": "max_new_tokens", "eval_splits": "splits",
     "final_eval_split": "final_split", "rank_choices": "rank_choices",
     "best_metric": "best_metric", "eval_rationales": "rationales",
+    "eval_num_beams": "num_beams", "eval_length_penalty": "length_penalty",
+    "eval_early_stopping": "early_stopping", "eval_do_sample": "do_sample",
+    "eval_temperature": "temperature", "eval_top_k": "top_k", "eval_top_p": "top_p",
+    "eval_seed": "seed",
 }
 SECTIONS = {"data": DataSpec, "loss": LossSpec, "optimizer": OptimizerSpec, "train": TrainSpec,
             "mesh": MeshSpec, "distributed": DistributedSpec}
