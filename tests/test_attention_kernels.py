@@ -136,21 +136,31 @@ def _model_batch():
     return enc, dec
 
 
+def _model_loss(p, cfg):
+    enc, dec = _model_batch()
+    weights = jnp.asarray(DEC_SEG > 0, jnp.float32)[..., None]
+    logits = T5(cfg).apply({"params": p}, enc, dec, ENC_SEG, DEC_SEG)
+    return jnp.sum(jnp.square(logits) * weights) * 1e-2, logits
+
+
+_model_step = jax.jit(jax.value_and_grad(_model_loss, has_aux=True), static_argnums=1)
+
+
+@pytest.fixture(scope="module")
+def xla_model_run():
+    """Parameters, and logits and gradients of the default XLA path (compiled once)."""
+    params = nn.meta.unbox(init_params(TINY, jax.random.key(0)))
+    (_, logits), grads = _model_step(params, TINY)
+    return params, logits, grads
+
+
 @pytest.mark.parametrize("impl", KERNELS)
-def test_t5_logits_and_gradients_match_xla_path(impl):
+def test_t5_logits_and_gradients_match_xla_path(impl, xla_model_run):
     """The whole model (encoder, causal decoder, cross-attention) on a packed
     batch: logits and every parameter's gradient, the relative-position
     embedding tables included, equal the default XLA path."""
-    params = nn.meta.unbox(init_params(TINY, jax.random.key(0)))
-    enc, dec = _model_batch()
-    weights = jnp.asarray(DEC_SEG > 0, jnp.float32)[..., None]
-
-    def loss(p, cfg):
-        logits = T5(cfg).apply({"params": p}, enc, dec, ENC_SEG, DEC_SEG)
-        return jnp.sum(jnp.square(logits) * weights) * 1e-2, logits
-
-    step = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
-    (_, want_logits), want = step(params, TINY)
+    params, want_logits, want = xla_model_run
+    step = _model_step
     with _mode(impl):
         (_, got_logits), got = step(params, TINY.replace(attention_impl=impl))
     _close(got_logits, want_logits, f"{impl} logits")
