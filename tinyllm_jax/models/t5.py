@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from tinyllm_jax.models import layers
+from tinyllm_jax.models import attention_kernels, layers
 from tinyllm_jax.models.t5_config import T5Config
 
 Array = jax.Array
@@ -52,7 +52,7 @@ class Attention(nn.Module):
         x: Array,
         kv_input: Array,
         bias: Array | None,
-        mask: Array | None,
+        mask: attention_kernels.SegmentMask | Array | None,
         *,
         decode: bool = False,
         decode_index: Array | None = None,
@@ -79,6 +79,11 @@ class Attention(nn.Module):
         else:
             k, v = project(kv_input, wk), project(kv_input, wv)
             score_spec, ctx_spec = "bqhk,bshk->bhqs", "bhqs,bshk->bqhk"
+        if attention_kernels.uses_kernel(cfg.attention_impl, decode):
+            ctx = attention_kernels.attend(cfg.attention_impl, q, k, v, bias, mask,
+                                           dropout_active=enable_dropout and cfg.dropout_rate > 0)
+            return layers.constrain(layers.dense(ctx, wo, 2, dt), ("batch", "length", "embed"))
+        mask = attention_kernels.dense_mask(mask)
         scores = jnp.einsum(score_spec, q, k).astype(jnp.float32)
         if bias is not None:
             scores = layers.add_shared_bias(scores, bias)
@@ -213,9 +218,7 @@ class Encoder(nn.Module):
         x = layers.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
         pos = jnp.arange(tokens.shape[1])
         bias = layers.RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(pos, pos)[None]
-        mask = (segment_ids[:, None, :, None] == segment_ids[:, None, None, :]) & (
-            segment_ids[:, None, None, :] > 0
-        )
+        mask = attention_kernels.SegmentMask(segment_ids, segment_ids)
         layer_cls = _remat(EncoderLayer, cfg, static_argnums=(4,))
         for i in range(cfg.num_layers):
             x = layer_cls(cfg, name=f"layers_{i}")(x, bias, mask, enable_dropout)
@@ -246,13 +249,9 @@ class Decoder(nn.Module):
         else:
             pos = jnp.arange(tokens.shape[1])
             self_bias = relpos(pos, pos)[None]
-            causal = pos[None, :] <= pos[:, None]
-            self_mask = causal[None, None] & (
-                segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
-            )
-        cross_mask = (segment_ids[:, None, :, None] == encoder_segment_ids[:, None, None, :]) & (
-            encoder_segment_ids[:, None, None, :] > 0
-        )
+            self_mask = attention_kernels.SegmentMask(
+                segment_ids, segment_ids, causal=True, skip_pad_keys=False)
+        cross_mask = attention_kernels.SegmentMask(segment_ids, encoder_segment_ids)
         layer_cls = _remat(DecoderLayer, cfg, static_argnums=(6, 7, 9))
         for i in range(cfg.n_decoder_layers):
             x = layer_cls(cfg, name=f"layers_{i}")(

@@ -10,7 +10,9 @@ import jax.numpy as jnp
 
 # Fields that change how the model runs, not its parameters: they may differ
 # between a checkpoint and the run that restores it.
-RUNTIME_MODEL_FIELDS = ("dtype", "remat", "scan_layers", "dropout_rate")
+RUNTIME_MODEL_FIELDS = ("dtype", "remat", "scan_layers", "dropout_rate", "attention_impl")
+# How attention is computed (models/attention_kernels.py); "xla" is the inline path.
+ATTENTION_IMPLEMENTATIONS = ("xla", "dot_product", "pallas_flash")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +41,7 @@ class T5Config:
     # "none", "full" (recompute each layer) or "dots" (save matmul outputs).
     remat: str = "none"
     scan_layers: bool = False
+    attention_impl: str = "xla"  # one of ATTENTION_IMPLEMENTATIONS
 
     def __post_init__(self) -> None:
         if self.feed_forward_proj not in ("relu", "gated-gelu"):
@@ -47,6 +50,9 @@ class T5Config:
             )
         if self.remat not in ("none", "full", "dots"):
             raise ValueError(f"remat must be 'none', 'full' or 'dots', got {self.remat!r}")
+        if self.attention_impl not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"attention_impl must be one of {list(ATTENTION_IMPLEMENTATIONS)}, "
+                             f"got {self.attention_impl!r}")
         if self.scan_layers:
             # Scanning stacks the layers' parameters along a new axis, which
             # the HF mapping (models/hf.py) and checkpoints do not handle yet.

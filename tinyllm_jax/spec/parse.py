@@ -15,6 +15,7 @@ from tinyllm_jax.spec.fields import Fields, as_dict, split_known, text_tuple
 from tinyllm_jax.spec.table import missing_splits, parse_table
 from tinyllm_jax.spec.tracking import profile_steps, wandb_spec
 from tinyllm_jax.spec.types import (
+    ATTENTION_IMPLS,
     BEST_METRICS,
     DATASETS,
     DTYPES,
@@ -66,6 +67,7 @@ def _model(values: dict[str, Any], problems: list[str]) -> T5Config:
     fields["scale_decoder_outputs"] = None if scale is None else f.boolean("scale_decoder_outputs")
     fields["dtype"] = f.text("dtype", DTYPES)
     fields["remat"] = f.text("remat", REMAT)
+    fields["attention_impl"] = f.text("attention_impl", ATTENTION_IMPLS)
     if f.boolean("scan_layers"):
         # Scanning stacks the layers' parameters along a new axis, which the HF
         # mapping and the checkpoints do not handle yet.

@@ -9,13 +9,14 @@ from typing import Any
 from tinyllm_jax.data import synthetic
 from tinyllm_jax.data.features import DEFAULT_ANSWER_PREFIX
 from tinyllm_jax.evaluation.decode_options import DecodeOptions
-from tinyllm_jax.models.t5_config import T5Config
+from tinyllm_jax.models.t5_config import ATTENTION_IMPLEMENTATIONS, T5Config
 
 DATASETS = ("synthetic", "obqa", "arc", "piqa", "riddle", "pubmedqa", "bioasq")
 SPLITS = ("train", "valid", "test")
 BEST_METRICS = ("accuracy", "accuracy_strict", "accuracy_normalized", "accuracy_ranked")
 DTYPES = ("float32", "bfloat16")
 REMAT = ("none", "full", "dots")
+ATTENTION_IMPLS = ATTENTION_IMPLEMENTATIONS
 
 
 class ConfigError(ValueError):
