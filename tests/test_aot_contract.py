@@ -28,7 +28,8 @@ ONE_LAYER = ["--config.model.num_layers=1", "--config.model.num_decoder_layers=1
 
 def run_aot(args: list[str], out: Path, timeout: int = 300) -> tuple[subprocess.CompletedProcess,
                                                                       dict]:
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    # ALLOW_...: another process (a concurrent test run) may hold libtpu's lockfile.
+    env = dict(os.environ, JAX_PLATFORMS="cpu", ALLOW_MULTIPLE_LIBTPU_LOAD="1")
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run(
         [sys.executable, "-m", "tinyllm_jax.aot", "--config=configs/tiny.py", *args,

@@ -24,6 +24,7 @@ from tinyllm_jax import checkpoint as ckpt_lib
 from tinyllm_jax import metrics as metrics_lib
 from tinyllm_jax import setup as setup_lib
 from tinyllm_jax.atomic import write_json_atomic
+from tinyllm_jax.compile_cache import enable_compilation_cache
 from tinyllm_jax.data.bundle import load_data
 from tinyllm_jax.data.features import ANSWER_TASK, task_names
 from tinyllm_jax.data.iterator import BatchIterator
@@ -139,6 +140,9 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption,
     workdir_path = Path(workdir)
     is_main = jax.process_index() == 0
     mesh = setup_lib.run_mesh(spec)
+    cache = enable_compilation_cache(spec.train.compilation_cache, workdir)
+    if cache is not None and is_main:
+        print(f"persistent compilation cache: {cache}", flush=True)
 
     # ---- input
     t0 = time.perf_counter()

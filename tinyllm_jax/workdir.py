@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 # What a training run writes into its workdir.
-TRAIN_DIRS = ("checkpoints", "checkpoints_damaged", "tb")
+TRAIN_DIRS = ("checkpoints", "checkpoints_damaged", "tb", "compilation_cache")
 TRAIN_FILES = ("metrics.jsonl", "summary.json", "training.png")
 # Room left below PATH_MAX for what goes under the workdir (Orbax's
 # `<step>.orbax-checkpoint-tmp-<n>/state/ocdbt.process_0/d/<hash>` paths).

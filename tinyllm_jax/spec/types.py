@@ -93,6 +93,9 @@ class TrainSpec:
     nonfinite: str = "stop"  # "stop" or "skip"
     progress_bar: bool = True
     plot: bool = True
+    # Persistent XLA compilation cache: "" = off, "workdir" = <workdir>/compilation_cache,
+    # else a directory (tinyllm_jax.compile_cache).
+    compilation_cache: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
