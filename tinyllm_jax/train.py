@@ -35,6 +35,7 @@ from tinyllm_jax.evaluation.run import evaluate_run_split
 from tinyllm_jax.evaluation.scoring import accuracy_text
 from tinyllm_jax.preemption import Preemption
 from tinyllm_jax.spec import RunSpec, TrainSpec, parse
+from tinyllm_jax.stop_agreement import StopAgreement
 from tinyllm_jax.workdir import TRAIN_DIRS, TRAIN_FILES, WorkdirError, prepare_output_dir
 
 log = logging.getLogger(__name__)
@@ -229,6 +230,7 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption,
     batch = first
     step = start
     status = "completed"
+    stop = StopAgreement(preempt, train.preemption_sync_every)
     with preempt.saving():
         while step < total:
             if step > start:
@@ -286,7 +288,7 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption,
             if step % train.checkpoint_every == 0 or step == total or evals:
                 save(step, evals)
                 last_saved = step
-            if preempt.requested:
+            if stop.should_stop(step):
                 if last_saved != step:
                     save(step, None, force=True)
                 status = "interrupted" if preempt.reason == "SIGINT" else "preempted"

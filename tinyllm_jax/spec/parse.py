@@ -208,6 +208,7 @@ def _train_and_eval(values: dict[str, Any], problems: list[str]) -> tuple[TrainS
         nonfinite=f.text("nonfinite", ("stop", "skip")),
         progress_bar=f.boolean("progress_bar"), plot=f.boolean("plot"),
         compilation_cache=f.text("compilation_cache"),
+        preemption_sync_every=f.integer("preemption_sync_every", 1),
     )
     if not train.epochs and train.steps < 1:
         f.bad("steps", train.steps, "must be >= 1 (or set config.train.epochs > 0)")
