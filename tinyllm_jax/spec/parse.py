@@ -63,12 +63,7 @@ def _model(values: dict[str, Any], problems: list[str]) -> T5Config:
     fields["scale_decoder_outputs"] = None if scale is None else f.boolean("scale_decoder_outputs")
     fields["dtype"] = f.text("dtype", DTYPES)
     fields["remat"] = f.text("remat", REMAT)
-    if f.boolean("scan_layers"):
-        # Scanning stacks the layers' parameters along a new axis, which the HF
-        # mapping and the checkpoints do not handle yet.
-        f.bad("scan_layers", True, "scanned layers are not implemented yet; use False "
-               "(remat='full' cuts activation memory instead)")
-    fields["scan_layers"] = False
+    fields["scan_layers"] = f.boolean("scan_layers")
     return T5Config(**fields)
 
 
@@ -317,6 +312,14 @@ def parse(config: Any, *, reads_data: bool = True) -> RunSpec:
         problems.append(
             f"config.optimizer.accumulate_steps = {optimizer.accumulate_steps}: must divide "
             f"config.train.batch_size = {train.batch_size} (each micro-batch gets an equal share)")
+    if model.scan_layers and optimizer.name == "adafactor":
+        # Adafactor clips and scales each array by its own RMS: on a stacked
+        # array that RMS spans every layer, so the update differs from the
+        # unrolled model's. AdamW is elementwise and gives the same update.
+        problems.append(
+            "config.model.scan_layers = True: not supported with config.optimizer.name = "
+            "'adafactor' (its per-array RMS would span all layers of the stack); use "
+            "optimizer 'adamw' or scan_layers=False")
     if problems:
         raise ConfigError(problems)
     return RunSpec(seed=seed, init_from=init_from, model=model, data=data, loss=loss,
