@@ -71,7 +71,8 @@ def predict_max_batch(a: dict, b: dict, capacity: int, step: int) -> int:
     return max(0, int((capacity - fixed) // per_row) // step * step)
 
 
-def row(args: argparse.Namespace, results: list[dict], best: dict | None) -> str:
+def row(args: argparse.Namespace, results: list[dict], best: dict | None,
+        searched: bool = True) -> str:
     chip = args.topology.split(":")[0]
     first = results[0]
     gib = first["capacity_bytes"] / 2**30
@@ -90,7 +91,8 @@ def row(args: argparse.Namespace, results: list[dict], best: dict | None) -> str
     tokens = best["batch_size"] * (512 + 256) / secs if secs else None
     mfu = best["flops"] / (secs * peak_device) if secs else None
     cells += [f"{best['per_device_bytes'] / 2**30:.2f} / {gib:.0f} at {best['batch_size']}",
-              "yes", str(best["batch_size"]), f"{max(r['compile_s'] for r in results):.0f}",
+              "yes", str(best["batch_size"]) if searched else f"≥ {best['batch_size']} (one compile)",
+              f"{max(r['compile_s'] for r in results):.0f}",
               f"{rss:.1f}", f"{best['flops'] / 1e12:.2f}", f"{secs:.3f}" if secs else "–",
               f"{tokens:,.0f}" if tokens else "–", f"{100 * mfu:.0f}%" if mfu else "–"]
     return "| " + " | ".join(cells) + " |"
@@ -100,7 +102,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, help="flan-t5-small / base / large / xl")
     p.add_argument("--topology", required=True, help="e.g. v5e:2x4, v5e:4x4, v4:2x2x1, v5p:2x2x1")
-    p.add_argument("--batches", default="", help="two global batch sizes to fit memory on")
+    p.add_argument("--batches", default="", help="two global batch sizes to fit memory on (one: a single compile, no search)")
     p.add_argument("--remat", default="full", choices=("none", "full", "dots"))
     p.add_argument("--scan", action="store_true", help="config.model.scan_layers=True")
     p.add_argument("--accumulate", type=int, default=1)
@@ -113,10 +115,16 @@ def main() -> None:
     args.devices, args.cores_per_chip = len(devices), cores_per_chip(devices)
     batches = [int(b) for b in args.batches.split(",")] if args.batches else [
         args.devices, 2 * args.devices]
-    if len(batches) != 2 or batches[0] == batches[1] or any(b % args.devices for b in batches):
-        raise SystemExit(f"--batches needs two different multiples of {args.devices}")
+    if len(set(batches)) != len(batches) or len(batches) > 2 or any(
+            b % args.devices for b in batches):
+        raise SystemExit(f"--batches needs one or two different multiples of {args.devices}")
+    predicted = None
     with tempfile.TemporaryDirectory(prefix="tpu_fit-") as tmp:
         results = [compile_once(args, b, Path(tmp)) for b in batches]
+        if len(results) == 1:
+            # One compile (a model too large to compile thrice here): no search.
+            best = results[0] if results[0]["fits"] else None
+            return finish(args, results, best, predicted, searched=False)
         capacity = results[0]["capacity_bytes"]
         best = None
         predicted = predict_max_batch(*results, capacity, args.devices)
@@ -135,10 +143,16 @@ def main() -> None:
             # The prediction missed: the largest batch compiled that fits, if any.
             fitting = [r for r in results if r["fits"]]
             best = max(fitting, key=lambda r: r["batch_size"]) if fitting else None
+    finish(args, results, best, predicted, searched=True)
+
+
+def finish(args: argparse.Namespace, results: list[dict], best: dict | None,
+           predicted: int | None, *, searched: bool) -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"args": vars(args), "predicted": predicted,
-                                          "best": best, "compiles": results}, indent=1))
-    print(row(args, results, best))
+                                          "searched": searched, "best": best,
+                                          "compiles": results}, indent=1))
+    print(row(args, results, best, searched))
 
 
 if __name__ == "__main__":
