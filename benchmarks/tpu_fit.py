@@ -87,13 +87,15 @@ def row(args: argparse.Namespace, results: list[dict], best: dict | None,
         return "| " + " | ".join(cells) + " |"
     # v4's description lists TensorCores (2 per chip): half a chip's peak each.
     peak_device = PEAK_TFLOPS[chip] * 1e12 / args.cores_per_chip
-    secs = best["optimal_seconds"]
+    # XLA's cost analysis counts a while loop's body once: a scanned stack's
+    # FLOPs and optimal_seconds cover one layer, so no rate is derived from them.
+    secs = None if args.scan else best["optimal_seconds"]
     tokens = best["batch_size"] * (512 + 256) / secs if secs else None
     mfu = best["flops"] / (secs * peak_device) if secs else None
     cells += [f"{best['per_device_bytes'] / 2**30:.2f} / {gib:.0f} at {best['batch_size']}",
               "yes", str(best["batch_size"]) if searched else f"≥ {best['batch_size']} (one compile)",
               f"{max(r['compile_s'] for r in results):.0f}",
-              f"{rss:.1f}", f"{best['flops'] / 1e12:.2f}", f"{secs:.3f}" if secs else "–",
+              f"{rss:.1f}", f"{best['flops'] / 1e12:.2f}", f"{best['optimal_seconds']:.3f}" if best["optimal_seconds"] else "–",
               f"{tokens:,.0f}" if tokens else "–", f"{100 * mfu:.0f}%" if mfu else "–"]
     return "| " + " | ".join(cells) + " |"
 
