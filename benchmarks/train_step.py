@@ -8,7 +8,9 @@ rationale pair per teacher, inputs cut to 512 and targets to 256 tokens:
   (a) tinyllm_jax: `make_train_step` under `jax.jit` with state donation; the
       pairs of a batch packed into rows by the trainer's packer (the row
       shape `pipeline.row_lengths` picks, the rows its `BatchIterator`
-      forms), every task in one forward.
+      forms), every task in one forward; every step has the same row count
+      (padded with empty rows, as training pads its last batch), so one
+      compiled program serves all steps, as in training.
   (b) PyTorch, the published recipe: HF T5ForConditionalGeneration, inputs
       padded to the maximum lengths, one forward per task, losses summed,
       AdamW (benchmarks/torch_reference.py).
@@ -24,7 +26,7 @@ matmul peak; it is the same numerator for every system.
 
     python benchmarks/train_step.py                       # obqa + both teachers
     python benchmarks/train_step.py --warmup 3 --steps 5 --json train_step.json
-    python benchmarks/train_step.py --systems a --ablations fixed-rows,unpacked,per-task --steps 2
+    python benchmarks/train_step.py --systems a --ablations bucketed-rows,unpacked,per-task --steps 2
 
 `--ablations` adds variants of (a) that switch one optimisation off; see
 docs/performance.md for what each measures. Every variant keeps its own train

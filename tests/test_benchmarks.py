@@ -38,6 +38,9 @@ def test_train_step_benchmark_smoke(tmp_path: Path) -> None:
     ])
     systems = out["systems"]
     assert [name[:3] for name in systems] == ["(a)", "(b)", "(c)"]
+    # Training's policy: one row count per step, so one compiled program.
+    a = next(r for name, r in systems.items() if name.startswith("(a)"))
+    assert a["compiled_programs"] == 1 and len(set(a["rows_per_step"])) == 1
     for r in systems.values():
         assert r["examples_per_s"] > 0 and r["real_tokens_per_s"] > 0
         assert 0 < r["mfu"] < 1.5

@@ -206,6 +206,61 @@ def _remat(layer_cls: type[nn.Module], cfg: T5Config, static_argnums: tuple[int,
     return nn.remat(layer_cls, policy=policy, static_argnums=static_argnums)
 
 
+# --- scanned stacks (config.scan_layers) ---------------------------------------
+# The scan body must map (carry, *broadcast) -> (carry, per-step output) and
+# take only arrays, so these subclasses hold the Python switches as fields
+# and call the unchanged layer. Their parameters live exactly where the
+# layer's do, with a leading `layers` axis (models/layer_stacking.py converts
+# between that and the unrolled `layers_{i}` layout).
+
+
+class _ScanEncoderLayer(EncoderLayer):
+    enable_dropout: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array, bias: Array, mask: Array) -> tuple[Array, None]:  # type: ignore[override]
+        return EncoderLayer.__call__(self, x, bias, mask, self.enable_dropout), None
+
+
+class _ScanDecoderLayer(DecoderLayer):
+    enable_dropout: bool = False
+    decode: bool = False
+    max_decode_len: int | None = None
+
+    @nn.compact
+    def __call__(  # type: ignore[override]
+        self, x: Array, encoded: Array, self_bias: Array, self_mask: Array, cross_mask: Array,
+        decode_index: Array | None,
+    ) -> tuple[Array, None]:
+        y = DecoderLayer.__call__(
+            self, x, encoded, self_bias, self_mask, cross_mask, self.enable_dropout,
+            self.decode, decode_index, self.max_decode_len,
+        )
+        return y, None
+
+
+def _scanned(body: type[nn.Module], cfg: T5Config, length: int, n_broadcast: int) -> Any:
+    """`body` scanned `length` times: parameters and KV caches stacked on
+    axis 0 (logical name `layers`, unsharded), a fresh dropout key per layer,
+    and the remat policy applied to each layer (inside the loop), so the
+    backward pass keeps one layer's residuals at a time."""
+    if cfg.remat != "none":
+        policy = None
+        if cfg.remat == "dots":
+            policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+        # Scan already stops XLA from merging the recomputation with the
+        # forward pass, which is what prevent_cse guards against unrolled.
+        body = nn.remat(body, policy=policy, prevent_cse=False)
+    return nn.scan(
+        body,
+        variable_axes={"params": 0, "cache": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=(nn.broadcast,) * n_broadcast,
+        length=length,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )
+
+
 class Encoder(nn.Module):
     config: T5Config
     embed: nn.Module
@@ -219,9 +274,13 @@ class Encoder(nn.Module):
         pos = jnp.arange(tokens.shape[1])
         bias = layers.RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(pos, pos)[None]
         mask = attention_kernels.SegmentMask(segment_ids, segment_ids)
-        layer_cls = _remat(EncoderLayer, cfg, static_argnums=(4,))
-        for i in range(cfg.num_layers):
-            x = layer_cls(cfg, name=f"layers_{i}")(x, bias, mask, enable_dropout)
+        if cfg.scan_layers:
+            stack = _scanned(_ScanEncoderLayer, cfg, cfg.num_layers, n_broadcast=2)
+            x, _ = stack(cfg, enable_dropout=enable_dropout, name="layers")(x, bias, mask)
+        else:
+            layer_cls = _remat(EncoderLayer, cfg, static_argnums=(4,))
+            for i in range(cfg.num_layers):
+                x = layer_cls(cfg, name=f"layers_{i}")(x, bias, mask, enable_dropout)
         x = layers.LayerNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="encoder_norm")(x)
         return layers.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
 
@@ -252,12 +311,19 @@ class Decoder(nn.Module):
             self_mask = attention_kernels.SegmentMask(
                 segment_ids, segment_ids, causal=True, skip_pad_keys=False)
         cross_mask = attention_kernels.SegmentMask(segment_ids, encoder_segment_ids)
-        layer_cls = _remat(DecoderLayer, cfg, static_argnums=(6, 7, 9))
-        for i in range(cfg.n_decoder_layers):
-            x = layer_cls(cfg, name=f"layers_{i}")(
-                x, encoded, self_bias, self_mask, cross_mask, enable_dropout, decode,
-                decode_index, max_decode_len,
-            )
+        if cfg.scan_layers:
+            stack = _scanned(_ScanDecoderLayer, cfg, cfg.n_decoder_layers, n_broadcast=5)
+            x, _ = stack(
+                cfg, enable_dropout=enable_dropout, decode=decode, max_decode_len=max_decode_len,
+                name="layers",
+            )(x, encoded, self_bias, self_mask, cross_mask, decode_index)
+        else:
+            layer_cls = _remat(DecoderLayer, cfg, static_argnums=(6, 7, 9))
+            for i in range(cfg.n_decoder_layers):
+                x = layer_cls(cfg, name=f"layers_{i}")(
+                    x, encoded, self_bias, self_mask, cross_mask, enable_dropout, decode,
+                    decode_index, max_decode_len,
+                )
         x = layers.LayerNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="decoder_norm")(x)
         x = layers.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
         if cfg.scales_decoder_outputs:

@@ -40,6 +40,8 @@ class T5Config:
     dtype: str = "float32"
     # "none", "full" (recompute each layer) or "dots" (save matmul outputs).
     remat: str = "none"
+    # Run each stack as a scan over layers (parameters stacked on a leading
+    # `layers` axis): one layer is compiled instead of all of them.
     scan_layers: bool = False
     attention_impl: str = "xla"  # one of ATTENTION_IMPLEMENTATIONS
 
@@ -53,13 +55,6 @@ class T5Config:
         if self.attention_impl not in ATTENTION_IMPLEMENTATIONS:
             raise ValueError(f"attention_impl must be one of {list(ATTENTION_IMPLEMENTATIONS)}, "
                              f"got {self.attention_impl!r}")
-        if self.scan_layers:
-            # Scanning stacks the layers' parameters along a new axis, which
-            # the HF mapping (models/hf.py) and checkpoints do not handle yet.
-            raise ValueError(
-                "scan_layers=True is not implemented yet; set config.model.scan_layers=False "
-                "(use remat='full' to cut activation memory instead)"
-            )
         for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"T5Config.{name} must be positive, got {getattr(self, name)}")

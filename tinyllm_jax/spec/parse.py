@@ -68,12 +68,7 @@ def _model(values: dict[str, Any], problems: list[str]) -> T5Config:
     fields["dtype"] = f.text("dtype", DTYPES)
     fields["remat"] = f.text("remat", REMAT)
     fields["attention_impl"] = f.text("attention_impl", ATTENTION_IMPLS)
-    if f.boolean("scan_layers"):
-        # Scanning stacks the layers' parameters along a new axis, which the HF
-        # mapping and the checkpoints do not handle yet.
-        f.bad("scan_layers", True, "scanned layers are not implemented yet; use False "
-               "(remat='full' cuts activation memory instead)")
-    fields["scan_layers"] = False
+    fields["scan_layers"] = f.boolean("scan_layers")
     return T5Config(**fields)
 
 
@@ -217,6 +212,8 @@ def _train_and_eval(values: dict[str, Any], problems: list[str]) -> tuple[TrainS
         nonfinite=f.text("nonfinite", ("stop", "skip")),
         progress_bar=f.boolean("progress_bar"), plot=f.boolean("plot"),
         wandb=wandb_spec(values.get("wandb"), problems),
+        compilation_cache=f.text("compilation_cache"),
+        preemption_sync_every=f.integer("preemption_sync_every", 1),
     )
     if not train.epochs and train.steps < 1:
         f.bad("steps", train.steps, "must be >= 1 (or set config.train.epochs > 0)")
@@ -338,6 +335,14 @@ def parse(config: Any, *, reads_data: bool = True) -> RunSpec:
     if reads_data:
         problems += missing_splits(data.table, ("train", *evaluation.splits,
                                                 evaluation.final_split))
+    if model.scan_layers and optimizer.name == "adafactor":
+        # Adafactor clips and scales each array by its own RMS: on a stacked
+        # array that RMS spans every layer, so the update differs from the
+        # unrolled model's. AdamW is elementwise and gives the same update.
+        problems.append(
+            "config.model.scan_layers = True: not supported with config.optimizer.name = "
+            "'adafactor' (its per-array RMS would span all layers of the stack); use "
+            "optimizer 'adamw' or scan_layers=False")
     if problems:
         raise ConfigError(problems)
     return RunSpec(seed=seed, init_from=init_from, model=model, data=data, loss=loss,

@@ -138,6 +138,12 @@ class TrainSpec:
     # Steps to capture in a JAX profiler trace under <workdir>/profile: "5",
     # "5-7" or "5,6" (one consecutive range); "" = none.
     profile_steps: str = ""
+    # Persistent XLA compilation cache: "" = off, "workdir" = <workdir>/compilation_cache,
+    # else a directory (tinyllm_jax.compile_cache).
+    compilation_cache: str = ""
+    # Multi-host: hosts agree on a stop request every this many steps
+    # (tinyllm_jax.stop_agreement); 1 = the step it arrives.
+    preemption_sync_every: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
