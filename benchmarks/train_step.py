@@ -74,6 +74,8 @@ def model_config(args: argparse.Namespace) -> T5Config:
         cfg = T5Config(vocab_size=512, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4)
     else:
         cfg = SIZES[args.size]
+    if args.layers:  # the same layer shapes, fewer of them (compile and step time scale)
+        cfg = cfg.replace(num_layers=args.layers, num_decoder_layers=None)
     return cfg.replace(dropout_rate=args.dropout)
 
 
@@ -239,6 +241,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-input-len", type=int, default=512)
     ap.add_argument("--max-target-len", type=int, default=256)
     ap.add_argument("--size", default="flan-t5-small", choices=(*SIZES, "tiny"))
+    ap.add_argument("--layers", type=int, default=0,
+                    help="encoder and decoder layers (0: the size's own; FLAN-T5-small has 8)")
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps after compiling")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per system")

@@ -62,14 +62,16 @@ def test_packed_torch_loss_equals_ours() -> None:
     from workload import load_workload
 
     args = train_step.parse_args([
-        "--size", "tiny", "--data", "synthetic", "--batch", "3", "--dropout", "0",
-        "--torch-compile", "off", "--max-input-len", "96", "--max-target-len", "64"])
+        "--size", "tiny", "--data", "synthetic", "--batch", "2", "--dropout", "0",
+        "--torch-compile", "off"])
     cfg = train_step.model_config(args)
     work = load_workload(args, 1)
     batch = work.batches[0]
     assert len(work.packed_rows(batch)) < len(batch)  # several pairs share rows
     ours = train_step.build_system(args, "a", cfg, work)
-    loss_ours = ours.step(ours.prepare(batch))
+    prepared = ours.prepare(batch)
+    ours.compile_all([prepared])
+    loss_ours = ours.step(prepared)
     args.hf_dir = str(Path(tempfile.mkdtemp()))
     params = jax.device_get(flax.linen.meta.unbox(init_params(cfg, jax.random.key(args.seed))))
     save_hf_checkpoint(Path(args.hf_dir), cfg, params)
