@@ -145,6 +145,7 @@ class JaxSystem(System):
         if layout == "packed" and pack is None:
             raise ValueError(f"{name}: the packed layout needs a packer")
         self.name, self.cfg, self.layout, self.pack = name, cfg, layout, pack
+        self.dtype = cfg.dtype
         self.rows, self.input_len, self.target_len = shape
         self.bucketed = layout == "packed" and not fixed_rows
         self.row_shape = shape
@@ -235,11 +236,16 @@ def jax_systems(
     unpacked = (max(len(b) for b in work.all_batches), ui, ut)
     per_task = (args.batch, ui, ut)
     systems = []
-    if "a" in args.systems.split(","):
-        # Training's policy: a fixed row count per step, so one program.
-        systems.append(JaxSystem("(a) tinyllm_jax packed", cfg, params, coefs, args,
+    wanted = args.systems.split(",")
+    # Training's policy: a fixed row count per step, so one program.
+    if "a" in wanted:
+        systems.append(JaxSystem("(a) tinyllm_jax packed, float32", cfg, params, coefs, args,
                                  layout="packed", shape=packed, pack=work.packed_rows,
                                  fixed_rows=True))
+    if "a16" in wanted:
+        systems.append(JaxSystem("(a16) tinyllm_jax packed, bf16 compute", cfg.replace(
+            dtype="bfloat16"), params, coefs, args, layout="packed", shape=packed,
+            pack=work.packed_rows, fixed_rows=True))
     for abl in ablations:
         c, kw = cfg, {"layout": "packed", "shape": packed, "pack": work.packed_rows,
                       "fixed_rows": True}

@@ -84,14 +84,15 @@ class Attention(nn.Module):
                                            dropout_active=enable_dropout and cfg.dropout_rate > 0)
             return layers.constrain(layers.dense(ctx, wo, 2, dt), ("batch", "length", "embed"))
         mask = attention_kernels.dense_mask(mask)
-        scores = jnp.einsum(score_spec, q, k).astype(jnp.float32)
+        # bf16 operands, float32 accumulation and scores; softmax in float32.
+        scores = layers.einsum(score_spec, q, k, dt)
         if bias is not None:
             scores = layers.add_shared_bias(scores, bias)
         if mask is not None:
             scores = jnp.where(mask, scores, _MASK_VALUE)
         probs = jax.nn.softmax(scores, axis=-1)
         probs = layers.Dropout(cfg.dropout_rate)(probs, deterministic=not enable_dropout)
-        ctx = jnp.einsum(ctx_spec, probs.astype(dt), v)
+        ctx = layers.einsum(ctx_spec, probs, v, dt).astype(dt)
         out = layers.dense(ctx, wo, 2, dt)
         return layers.constrain(out, ("batch", "length", "embed"))
 
@@ -335,7 +336,7 @@ class Decoder(nn.Module):
                 self, "logits_dense", layers.normal_init(cfg.d_model**-0.5),
                 (cfg.d_model, cfg.vocab_size), ("embed", "vocab"),
             )
-            logits = x.astype(cfg.compute_dtype) @ w.astype(cfg.compute_dtype)
+            logits = layers.matmul(x, w, cfg.compute_dtype)
         return layers.constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
 
 
@@ -361,7 +362,7 @@ class Embed(nn.Module):
         return jnp.take(table, tokens, axis=0)
 
     def attend(self, x: Array) -> Array:
-        return x @ self.embedding.astype(x.dtype).T
+        return layers.matmul(x, self.embedding.T, x.dtype)
 
 
 def _default_segments(tokens: Array, segment_ids: Array | None) -> Array:
