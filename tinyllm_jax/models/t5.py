@@ -248,7 +248,7 @@ def _scanned(body: type[nn.Module], cfg: T5Config, length: int, n_broadcast: int
         body = nn.remat(body, policy=policy, prevent_cse=False)
     return nn.scan(
         body,
-        variable_axes={"params": 0, "cache": 0},
+        variable_axes={"params": 0, "cache": 0, "intermediates": 0},
         split_rngs={"params": True, "dropout": True},
         in_axes=(nn.broadcast,) * n_broadcast,
         length=length,
