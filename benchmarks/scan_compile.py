@@ -41,13 +41,16 @@ def aot_command(python: str, model: str, scanned: bool, args: argparse.Namespace
     return cmd
 
 
-def run_one(cmd: list[str], env: dict[str, str]) -> tuple[int, float, int]:
-    """(exit status, wall seconds, peak RSS bytes) of one compile process."""
+def run_one(cmd: list[str], env: dict[str, str]) -> tuple[int, float, float, int]:
+    """(exit status, wall seconds, CPU seconds, peak RSS bytes) of one compile
+    process. CPU seconds (user + system, all threads) hardly depend on what
+    else the machine runs, where wall time does."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, time.perf_counter() - t0, int(usage.ru_maxrss) * 1024
+    cpu = usage.ru_utime + usage.ru_stime
+    return proc.returncode, time.perf_counter() - t0, cpu, int(usage.ru_maxrss) * 1024
 
 
 def main() -> None:
@@ -74,9 +77,9 @@ def main() -> None:
                 json_path = str(Path(tmp) / f"{model}-{scanned}.json")
                 cmd = aot_command(args.python, model, scanned, args, json_path)
                 print("$", " ".join(cmd[1:] if cmd[0] == sys.executable else cmd), flush=True)
-                rc, wall, rss = run_one(cmd, env)
-                row = {"model": model, "scan_layers": scanned, "exit": rc,
-                       "wall_s": round(wall, 1), "host_peak_rss": rss, "command": cmd[1:]}
+                rc, wall, cpu, rss = run_one(cmd, env)
+                row = {"model": model, "scan_layers": scanned, "exit": rc, "wall_s": round(wall, 1),
+                       "cpu_s": round(cpu, 1), "host_peak_rss": rss, "command": cmd[1:]}
                 if Path(json_path).exists():
                     result = json.loads(Path(json_path).read_text())
                     row.update(compile_s=result["compile_s"],
@@ -85,17 +88,17 @@ def main() -> None:
                 rows.append(row)
                 if args.out:
                     Path(args.out).write_text(json.dumps(rows, indent=1))
-    print("\n| model | layers | compiler | compile s | process wall s | host peak RSS | "
-          "compiled peak / device |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| model | layers | compiler | compile s | process wall s | process CPU s | "
+          "host peak RSS | compiled peak / device |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "compile_s" not in r:
             print(f"| {r['model']} | {'scanned' if r['scan_layers'] else 'unrolled'} | - | "
-                  f"failed (exit {r['exit']}) | {r['wall_s']} | {r['host_peak_rss'] / 2**30:.1f} GiB "
-                  "| - |")
+                  f"failed (exit {r['exit']}) | {r['wall_s']} | {r['cpu_s']} | "
+                  f"{r['host_peak_rss'] / 2**30:.1f} GiB | - |")
             continue
         print(f"| {r['model']} | {'scanned' if r['scan_layers'] else 'unrolled'} | "
-              f"{r['compiler']} | {r['compile_s']} | {r['wall_s']} | "
+              f"{r['compiler']} | {r['compile_s']} | {r['wall_s']} | {r['cpu_s']} | "
               f"{r['host_peak_rss'] / 2**30:.1f} GiB | {r['peak_per_device'] / 2**30:.2f} GiB |")
 
 
