@@ -87,11 +87,10 @@ def _assert_trees_equal(a, b, **tol) -> None:
 
 def test_scanned_parameters_are_the_unrolled_ones_stacked():
     unrolled = _params()
-    scanned = _params(CFG.replace(scan_layers=True))
     stacked = layer_stacking.stack_layers(unrolled)
     # Same tree, shapes and logical names as the scanned model's own init.
-    assert jax.tree.map(np.shape, stacked) == jax.tree.map(np.shape, scanned)
     boxed = abstract_params(CFG.replace(scan_layers=True))
+    assert jax.tree.map(np.shape, stacked) == jax.tree.map(np.shape, nn.meta.unbox(boxed))
     query = boxed["encoder"]["layers"]["attention"]["query"]
     assert query.names == ("layers", "embed", "heads", "kv") and query.value.shape == (3, 32, 4, 8)
     assert boxed["decoder"]["layers"]["mlp"]["wo"].value.shape[0] == 2
@@ -112,9 +111,8 @@ def test_logits_equal_the_unrolled_model():
     np.testing.assert_allclose(got, ref, **TOL)
 
 
-# remat "full" exercises the scanned backward and the per-layer remat at once;
-# the other policies are slower to run all three, so they are `slow`.
-@pytest.mark.parametrize("remat", [pytest.param("none", marks=pytest.mark.slow), "full",
+# The per-layer remat policies ("full", "dots") run with the slow tests.
+@pytest.mark.parametrize("remat", ["none", pytest.param("full", marks=pytest.mark.slow),
                                    pytest.param("dots", marks=pytest.mark.slow)])
 def test_one_train_step_equals_the_unrolled_model(remat):
     tx = optax.adamw(1e-2, weight_decay=0.01)
@@ -134,6 +132,7 @@ def test_one_train_step_equals_the_unrolled_model(remat):
     _assert_trees_equal(s1.opt_state, s0.opt_state, **TOL)
 
 
+@pytest.mark.slow
 def test_each_scanned_layer_draws_its_own_dropout_mask():
     """split_rngs: with one key for all layers, every layer would drop the
     same MLP units (the same zero pattern at every depth)."""
@@ -201,8 +200,9 @@ def _abstract_state(cfg: T5Config, tx):
     return abstract
 
 
-@pytest.mark.parametrize("saved_scanned", [False, True], ids=["unrolled->scanned",
-                                                              "scanned->unrolled"])
+@pytest.mark.parametrize("saved_scanned", [
+    pytest.param(False, id="unrolled->scanned"),
+    pytest.param(True, id="scanned->unrolled", marks=pytest.mark.slow)])
 def test_orbax_checkpoint_restores_in_the_other_layout(saved_scanned, tmp_path):
     tx = optax.adamw(1e-3)
     saved_cfg = CFG.replace(scan_layers=saved_scanned)
