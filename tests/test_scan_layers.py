@@ -4,6 +4,8 @@ checkpoints load into either layout whichever layout wrote them."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,9 +19,9 @@ from tinyllm_jax import sharding as shard_lib
 from tinyllm_jax.checkpoint import Checkpointer, run_meta
 from tinyllm_jax.configs import load_config_file
 from tinyllm_jax.evaluation.decoding import greedy_decode
-from tinyllm_jax.models import layer_stacking
+from tinyllm_jax.models import layer_stacking, layers
 from tinyllm_jax.models.hf import hf_state_dict, load_hf_checkpoint, save_hf_checkpoint
-from tinyllm_jax.models.t5 import T5, T5Config, init_params
+from tinyllm_jax.models.t5 import T5, T5Config, abstract_params, init_params
 from tinyllm_jax.spec import ConfigError, MeshSpec, parse
 from tinyllm_jax.student import Student
 from tinyllm_jax.train_step import init_state, make_train_step, state_from_params
@@ -33,8 +35,17 @@ CFG = T5Config(vocab_size=97, d_model=32, d_kv=8, d_ff=48, num_layers=3, num_dec
 TOL = dict(rtol=1e-5, atol=1e-5)
 
 
+@functools.cache
 def _params(cfg: T5Config = CFG):
-    return nn.meta.unbox(init_params(cfg, jax.random.key(3)))
+    init = jax.jit(init_params, static_argnums=0)
+    return nn.meta.unbox(init(cfg, jax.random.key(3)))
+
+
+def _forward(cfg: T5Config, params, b, **kwargs) -> np.ndarray:
+    fn = jax.jit(lambda p, b: T5(cfg).apply(
+        {"params": p}, b["encoder_input_tokens"], b["decoder_input_tokens"],
+        b["encoder_segment_ids"], b["decoder_segment_ids"], **kwargs))
+    return np.asarray(fn(params, b))
 
 
 def _batch(rows: int = 4, n_in: int = 12, n_out: int = 10) -> dict[str, jnp.ndarray]:
@@ -76,13 +87,12 @@ def _assert_trees_equal(a, b, **tol) -> None:
 
 def test_scanned_parameters_are_the_unrolled_ones_stacked():
     unrolled = _params()
-    scanned = _params(CFG.replace(scan_layers=True))
     stacked = layer_stacking.stack_layers(unrolled)
     # Same tree, shapes and logical names as the scanned model's own init.
-    assert jax.tree.map(np.shape, stacked) == jax.tree.map(np.shape, scanned)
-    boxed = init_params(CFG.replace(scan_layers=True), jax.random.key(0))
+    boxed = abstract_params(CFG.replace(scan_layers=True))
+    assert jax.tree.map(np.shape, stacked) == jax.tree.map(np.shape, nn.meta.unbox(boxed))
     query = boxed["encoder"]["layers"]["attention"]["query"]
-    assert query.names == ("layers", "embed", "heads", "kv") and query.value.shape[0] == 3
+    assert query.names == ("layers", "embed", "heads", "kv") and query.value.shape == (3, 32, 4, 8)
     assert boxed["decoder"]["layers"]["mlp"]["wo"].value.shape[0] == 2
     # The layers axis stays unsharded in the logical rules.
     assert dict(shard_lib.LOGICAL_RULES)["layers"] is None
@@ -95,17 +105,15 @@ def test_scanned_parameters_are_the_unrolled_ones_stacked():
 
 
 def test_logits_equal_the_unrolled_model():
-    params = _params()
-    b = _batch()
-    args = (b["encoder_input_tokens"], b["decoder_input_tokens"], b["encoder_segment_ids"],
-            b["decoder_segment_ids"])
-    ref = T5(CFG).apply({"params": params}, *args)
-    got = T5(CFG.replace(scan_layers=True)).apply(
-        {"params": layer_stacking.stack_layers(params)}, *args)
-    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), **TOL)
+    params, b = _params(), _batch()
+    ref = _forward(CFG, params, b)
+    got = _forward(CFG.replace(scan_layers=True), layer_stacking.stack_layers(params), b)
+    np.testing.assert_allclose(got, ref, **TOL)
 
 
-@pytest.mark.parametrize("remat", ["none", "full"])
+# The per-layer remat policies ("full", "dots") run with the slow tests.
+@pytest.mark.parametrize("remat", ["none", pytest.param("full", marks=pytest.mark.slow),
+                                   pytest.param("dots", marks=pytest.mark.slow)])
 def test_one_train_step_equals_the_unrolled_model(remat):
     tx = optax.adamw(1e-2, weight_decay=0.01)
     coefs = np.asarray([1.0, 0.5], np.float32)
@@ -124,23 +132,25 @@ def test_one_train_step_equals_the_unrolled_model(remat):
     _assert_trees_equal(s1.opt_state, s0.opt_state, **TOL)
 
 
-def test_dropout_differs_between_scanned_layers():
-    """Each scanned layer draws its own dropout mask (split_rngs): with every
-    layer's weights equal, a shared mask would make the layers' outputs
-    repeat, so the training logits would equal those of a reordered stack."""
+@pytest.mark.slow
+def test_each_scanned_layer_draws_its_own_dropout_mask():
+    """split_rngs: with one key for all layers, every layer would drop the
+    same MLP units (the same zero pattern at every depth)."""
     cfg = CFG.replace(scan_layers=True, dropout_rate=0.5)
-    params = _params(cfg)
-    b = _batch()
-    args = (b["encoder_input_tokens"], b["decoder_input_tokens"], b["encoder_segment_ids"],
-            b["decoder_segment_ids"])
-
-    def run(key: int) -> np.ndarray:
-        return np.asarray(T5(cfg).apply({"params": params}, *args, enable_dropout=True,
-                                        rngs={"dropout": jax.random.key(key)}))
-
-    assert np.isfinite(run(0)).all()
-    assert not np.allclose(run(0), run(1))
-    np.testing.assert_array_equal(run(0), run(0))
+    params, b = _params(cfg), _batch()
+    fn = jax.jit(lambda p, key: T5(cfg).apply(
+        {"params": p}, b["encoder_input_tokens"], b["decoder_input_tokens"],
+        b["encoder_segment_ids"], b["decoder_segment_ids"], enable_dropout=True,
+        rngs={"dropout": key}, mutable=["intermediates"],
+        capture_intermediates=lambda m, _: isinstance(m, layers.Dropout)))
+    logits, state = fn(params, jax.random.key(0))
+    assert np.isfinite(np.asarray(logits)).all()
+    for stack, n in (("encoder", 3), ("decoder", 2)):
+        (hidden,) = state["intermediates"][stack]["layers"]["mlp"]["Dropout_0"]["__call__"]
+        dropped = np.asarray(hidden) == 0
+        assert dropped.shape[0] == n and 0.3 < dropped.mean() < 0.7
+        for i in range(1, n):
+            assert (dropped[i] != dropped[0]).mean() > 0.2, (stack, i)
 
 
 def test_greedy_kv_cache_decode_equals_the_unrolled_model():
@@ -190,8 +200,9 @@ def _abstract_state(cfg: T5Config, tx):
     return abstract
 
 
-@pytest.mark.parametrize("saved_scanned", [False, True], ids=["unrolled->scanned",
-                                                              "scanned->unrolled"])
+@pytest.mark.parametrize("saved_scanned", [
+    pytest.param(False, id="unrolled->scanned"),
+    pytest.param(True, id="scanned->unrolled", marks=pytest.mark.slow)])
 def test_orbax_checkpoint_restores_in_the_other_layout(saved_scanned, tmp_path):
     tx = optax.adamw(1e-3)
     saved_cfg = CFG.replace(scan_layers=saved_scanned)
@@ -212,8 +223,9 @@ def test_orbax_checkpoint_restores_in_the_other_layout(saved_scanned, tmp_path):
     leaf = found.state.params["decoder"]["layers" if not saved_scanned else "layers_1"]
     assert jax.tree.leaves(leaf)[0].sharding == jax.tree.leaves(
         abstract.params["decoder"]["layers" if not saved_scanned else "layers_1"])[0].sharding
-    restored, _, _ = ckpt.restore(4, abstract)
-    _assert_trees_equal(restored, expected)
+    restored, data, _ = ckpt.restore(4, abstract)  # the path of tests/helpers/run_steps.py
+    assert data["position"] == 4
+    _assert_trees_equal(restored.params, expected.params)
     ckpt.close()
 
     # Student.from_workdir builds the unrolled model from the run description.

@@ -22,6 +22,7 @@ from tinyllm_jax.evaluation.decode_options import options_of
 from tinyllm_jax.evaluation.predictions import write_predictions
 from tinyllm_jax.evaluation.scoring import accuracy_text
 from tinyllm_jax.evaluation.split import evaluate_split, generate_rationales, max_new_tokens_for
+from tinyllm_jax.models.layer_stacking import to_layout
 from tinyllm_jax.models.t5 import T5Config
 from tinyllm_jax.preemption import Preemption
 from tinyllm_jax.spec import RUNTIME_MODEL_FIELDS, RunSpec, parse
@@ -81,7 +82,8 @@ def _evaluate_workdir(spec: RunSpec, workdir_path: Path, split: str, which: str
         raise CheckpointMismatchError(
             f"{workdir_path / 'checkpoints' / str(student.checkpoint_step)} was written by a "
             f"different configuration; refusing to evaluate it with this one:\n  {listing}")
-    params, step = student.params, student.checkpoint_step
+    # The student is built unrolled; this run's config may ask for scanned layers.
+    params, step = to_layout(student.params, model.scan_layers), student.checkpoint_step
     if jax.process_index() == 0:
         print(f"evaluating {split} ({len(bundle.eval_examples[split])} examples) with "
               f"{workdir_path / 'checkpoints' / str(step)}", flush=True)

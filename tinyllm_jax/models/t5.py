@@ -197,14 +197,17 @@ class DecoderLayer(nn.Module):
         return layers.constrain(x, ("batch", "length", "embed"))
 
 
+def _remat_policy(cfg: T5Config) -> Callable[..., bool] | None:
+    if cfg.remat == "dots":
+        return jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+    return None
+
+
 def _remat(layer_cls: type[nn.Module], cfg: T5Config, static_argnums: tuple[int, ...]) -> Any:
     if cfg.remat == "none":
         return layer_cls
-    policy = None
-    if cfg.remat == "dots":
-        policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
     # static_argnums count `self` as 0 under nn.remat.
-    return nn.remat(layer_cls, policy=policy, static_argnums=static_argnums)
+    return nn.remat(layer_cls, policy=_remat_policy(cfg), static_argnums=static_argnums)
 
 
 # --- scanned stacks (config.scan_layers) ---------------------------------------
@@ -246,15 +249,13 @@ def _scanned(body: type[nn.Module], cfg: T5Config, length: int, n_broadcast: int
     and the remat policy applied to each layer (inside the loop), so the
     backward pass keeps one layer's residuals at a time."""
     if cfg.remat != "none":
-        policy = None
-        if cfg.remat == "dots":
-            policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
         # Scan already stops XLA from merging the recomputation with the
         # forward pass, which is what prevent_cse guards against unrolled.
-        body = nn.remat(body, policy=policy, prevent_cse=False)
+        body = nn.remat(body, policy=_remat_policy(cfg), prevent_cse=False)
     return nn.scan(
         body,
-        variable_axes={"params": 0, "cache": 0},
+        # "intermediates": values sown or captured inside a layer, one per layer.
+        variable_axes={"params": 0, "cache": 0, "intermediates": 0},
         split_rngs={"params": True, "dropout": True},
         in_axes=(nn.broadcast,) * n_broadcast,
         length=length,
