@@ -201,7 +201,6 @@ def compile_check(
         "optimal_seconds": cost["optimal_seconds"],
         "parameters": count_params(abstract_params(config)),
         "dtype": config.dtype, "remat": config.remat,
-        "scan_layers": config.scan_layers,
         "devices": devices, "mesh": dict(device_mesh.shape),
         "compiler": f"TPU {topology}" if topology else "CPU",
         "batch_size": batch, "input_len": li, "target_len": lt,
