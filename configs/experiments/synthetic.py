@@ -10,7 +10,8 @@ training examples, default 3), steps=N (a fixed step count instead of epochs),
 mode=multitask|rationale_then_answer (config.data.student_mode: the answer and
 one rationale task per teacher, or one target "<rationale> So the answer is:
 <answer>" per teacher rationale, decoded up to max_target_len tokens at eval),
-train_size=N (training problems, default the demo's 4,000).
+train_size=N (training problems, default the demo's 4,000), size=mini|tiny (the
+student, default the demo's mini).
 
 Every method sees each training example `epochs` times. A packed row holds
 several (input, target) pairs, so methods with more tasks per example take
@@ -33,12 +34,12 @@ def get_config(arg: str | None = None):
     from pathlib import Path
 
     a = parse_arg(arg, method="both", seed=0, fraction=1.0, alpha=1.0, epochs=3.0, steps=0,
-                  mode="multitask", train_size=0)
+                  mode="multitask", train_size=0, size="mini")
     if a["method"] not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {a['method']!r}")
     teachers = METHODS[a["method"]]
     c = load_config_file(Path(__file__).parents[1] / "demo.py",
-                         f"teachers={'+'.join(teachers) or 'none'}")
+                         f"teachers={'+'.join(teachers) or 'none'},size={a['size']}")
     c.seed = a["seed"]
     c.data.seed = a["seed"]
     c.data.train_fraction = a["fraction"]
