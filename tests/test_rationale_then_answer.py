@@ -182,3 +182,22 @@ def test_tiny_training_run_reports_parsed_answers_and_accuracy(rta_run):
     assert sum(r["correct"] for r in rows) / len(rows) == pytest.approx(summary["test_accuracy"])
     # The generation was allowed rationale + answer, not just an answer's length.
     assert max(len(r["generation"]) for r in rows) > 20
+
+
+def test_results_table_of_the_grid(tmp_path):
+    from experiments.grids import synthetic_rationale_then_answer
+    from experiments.rationale_then_answer_table import table
+
+    names = [n for n, _, _ in synthetic_rationale_then_answer()]
+    assert len(names) == len(set(names)) == 9
+    for seed, acc in ((0, 0.3), (1, 0.5)):
+        d = tmp_path / f"synthetic-rta-3ep-s{seed}"
+        d.mkdir()
+        (d / "run.json").write_text(json.dumps({"wall_s": 10.0}))
+        (d / "summary.json").write_text(json.dumps(
+            {"step": 79, "test_accuracy": acc, "test_accuracy_ranked": acc,
+             "test_no_separator_fraction": 0.1, "test_chance": 0.25}))
+    text = table(tmp_path)
+    assert ("| rationale-then-answer | 3ep | 79 | 2 | 40.0 ± 14.1 | 40.0 ± 14.1 | 10.0 ± 0.0 "
+            "| 25.0 | 10 |") in text
+    assert "multi-task" not in text  # no finished runs, no row
