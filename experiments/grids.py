@@ -51,10 +51,10 @@ def synthetic_alpha() -> list[tuple[str, str, str]]:
 # split (run_grid --override, see the doc), so that equal steps are equal
 # compute; sized for a loaded 2-core machine. 3 epochs take 66 steps multi-task
 # (22 rows per epoch at every seed) and 78-79 rationale-then-answer (26-27);
-# rationale-then-answer is also trained for the multi-task 66 (equal compute).
+# each mode is also trained for the other's step count (equal compute).
 RTA_TRAIN_SIZE = 600
 RTA_RUNS = (("multitask", "3ep", "epochs=3"), ("rta", "3ep", "epochs=3"),
-            ("rta", "steps66", "steps=66"))
+            ("rta", "steps66", "steps=66"), ("multitask", "steps78", "steps=78"))
 
 
 def synthetic_rationale_then_answer() -> list[tuple[str, str, str]]:

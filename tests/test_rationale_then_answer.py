@@ -189,7 +189,7 @@ def test_results_table_of_the_grid(tmp_path):
     from experiments.rationale_then_answer_table import table
 
     names = [n for n, _, _ in synthetic_rationale_then_answer()]
-    assert len(names) == len(set(names)) == 9
+    assert len(names) == len(set(names)) == 12
     for seed, acc in ((0, 0.3), (1, 0.5)):
         d = tmp_path / f"synthetic-rta-3ep-s{seed}"
         d.mkdir()
