@@ -22,6 +22,7 @@ from tinyllm_jax.data.features import TaskFeature, build_task_features, feature_
 from tinyllm_jax.data.iterator import BatchIterator
 from tinyllm_jax.data.labels import apply_label_options
 from tinyllm_jax.data.packing import auto_packed_lengths
+from tinyllm_jax.data.rationale_then_answer import build_rationale_then_answer_features
 from tinyllm_jax.data.report import DataReport
 from tinyllm_jax.data.store import has_store_file, read_store, store_path
 from tinyllm_jax.data.table import read_table_split
@@ -133,7 +134,13 @@ def build_features(
     *,
     tasks: Sequence[int] | None = None,
 ) -> tuple[list[TaskFeature], DataReport]:
-    """Tokenized pairs for every task (or `tasks`), with the spec's prefixes/limits."""
+    """Tokenized pairs for every task (or `tasks`), with the spec's prefixes/limits;
+    in `student_mode="rationale_then_answer"` that mode's one-task pairs."""
+    if data.student_mode == "rationale_then_answer":
+        return build_rationale_then_answer_features(
+            examples, tokenizer, teachers=data.teachers, answer_prefix=data.answer_prefix,
+            max_input_len=data.max_input_len, max_target_len=data.max_target_len, tasks=tasks,
+        )
     return build_task_features(
         examples, tokenizer, teachers=data.teachers, answer_prefix=data.answer_prefix,
         teacher_prefixes=data.teacher_prefixes or None, max_input_len=data.max_input_len,

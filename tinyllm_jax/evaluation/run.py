@@ -20,6 +20,7 @@ from tinyllm_jax.data.bundle import DataBundle, load_data
 from tinyllm_jax.dirlock import holder_of
 from tinyllm_jax.evaluation.decode_options import options_of
 from tinyllm_jax.evaluation.predictions import write_predictions
+from tinyllm_jax.evaluation.rationale_then_answer import evaluate_rationale_then_answer
 from tinyllm_jax.evaluation.scoring import accuracy_text
 from tinyllm_jax.evaluation.split import evaluate_split, generate_rationales, max_new_tokens_for
 from tinyllm_jax.models.layer_stacking import to_layout
@@ -36,6 +37,15 @@ def evaluate_run_split(
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """(metrics, prediction rows) of one of the bundle's eval splits, as the spec asks."""
     examples = bundle.eval_examples[split]
+    if spec.data.student_mode == "rationale_then_answer":
+        # The generation holds rationale + separator + answer: as long as a
+        # training target may be, unless eval.max_new_tokens says otherwise.
+        return evaluate_rationale_then_answer(
+            params, config, bundle.eval_features[split], examples, bundle.tokenizer, mesh,
+            batch_size=spec.eval.batch_size,
+            max_new_tokens=spec.eval.max_new_tokens or spec.data.max_target_len,
+            by_length=spec.eval.by_length, rank=spec.eval.rank_choices,
+        )
     return evaluate_split(
         params, config, bundle.eval_features[split], examples, bundle.tokenizer, mesh,
         batch_size=spec.eval.batch_size,

@@ -9,6 +9,7 @@ from typing import Any
 
 from tinyllm_jax.data import synthetic
 from tinyllm_jax.data.features import teacher_prefixes_for
+from tinyllm_jax.data.rationale_then_answer import STUDENT_MODES
 from tinyllm_jax.evaluation.decode_options import DECODE_FIELDS, DecodeOptions
 from tinyllm_jax.models.t5_config import T5Config
 from tinyllm_jax.spec.fields import Fields, as_dict, split_known, text_tuple
@@ -116,6 +117,10 @@ def _data(values: dict[str, Any], problems: list[str], reads_data: bool = True) 
     if label_source == "teacher" and not teachers:
         f.bad("label_source", label_source, "'teacher' needs at least one teacher in "
                "config.data.teachers")
+    student_mode = f.text("student_mode", STUDENT_MODES)
+    if student_mode == "rationale_then_answer" and not teachers:
+        f.bad("student_mode", student_mode, "'rationale_then_answer' needs at least one teacher "
+              "in config.data.teachers (its targets are their rationales)")
     tokenizer = f.text("tokenizer")
     if not tokenizer:
         f.bad("tokenizer", tokenizer, "must name a tokenizer: t5, synthetic, byte, a "
@@ -151,6 +156,7 @@ def _data(values: dict[str, Any], problems: list[str], reads_data: bool = True) 
         packed_target_len=packed_t, tokenizer=tokenizer, seed=f.integer("seed"),
         train_fraction=f.number("train_fraction", 0.0, 1.0, lo_open=True), synthetic=syn,
         table=table,
+        student_mode=student_mode,
     )
 
 

@@ -80,6 +80,9 @@ class DataSpec:
     tokenizer: str = "t5"  # t5, synthetic, byte, a directory or an HF hub id
     seed: int = 0
     train_fraction: float = 1.0  # data-efficiency runs train on a prefix of train
+    # "multitask" (answer + one rationale task per teacher) or "rationale_then_answer"
+    # (one target: rationale, separator, answer; data/rationale_then_answer.py).
+    student_mode: str = "multitask"
     synthetic: synthetic.SyntheticConfig = dataclasses.field(
         default_factory=synthetic.SyntheticConfig)
     table: TableSpec = dataclasses.field(default_factory=TableSpec)
