@@ -34,7 +34,7 @@ from tinyllm_jax.sharding import make_mesh
 from tinyllm_jax.spec import DataSpec, MeshSpec, OptimizerSpec, RunSpec, TrainSpec
 from tinyllm_jax.train_step import STEP_KEYS, make_train_step, state_from_params
 
-ABLATIONS = ("fixed-rows", "unpacked", "per-task", "threefry-dropout", "3d-dots", "bias-reduce",
+ABLATIONS = ("bucketed-rows", "unpacked", "per-task", "threefry-dropout", "3d-dots", "bias-reduce",
              "no-donation", "bf16", "remat-full", "remat-dots")
 
 
@@ -127,9 +127,11 @@ class JaxSystem(System):
     """Our step. Layouts:
 
     - "packed" (a): the pairs in the trainer's packed rows of (input_len,
-      target_len), as many rows as they take; one compiled program per row
-      count met (all compiled before timing). With `fixed_rows`, every batch
-      is padded to `rows` rows instead: one program.
+      target_len). With `fixed_rows` (what (a) runs, training's policy: one
+      row count per step, one compiled program), every batch is padded with
+      empty rows to `rows`, the most any batch of the split needs. Without
+      it (the bucketed-rows ablation), as many rows as the pairs take, one
+      compiled program per row count met (all compiled before timing).
     - "unpacked": a pair per row, `rows` rows, one forward for all tasks.
     - "per-task": as unpacked, one forward per task (`rows` rows each).
     """
@@ -143,6 +145,7 @@ class JaxSystem(System):
         if layout == "packed" and pack is None:
             raise ValueError(f"{name}: the packed layout needs a packer")
         self.name, self.cfg, self.layout, self.pack = name, cfg, layout, pack
+        self.dtype = cfg.dtype
         self.rows, self.input_len, self.target_len = shape
         self.bucketed = layout == "packed" and not fixed_rows
         self.row_shape = shape
@@ -233,13 +236,21 @@ def jax_systems(
     unpacked = (max(len(b) for b in work.all_batches), ui, ut)
     per_task = (args.batch, ui, ut)
     systems = []
-    if "a" in args.systems.split(","):
-        systems.append(JaxSystem("(a) tinyllm_jax packed", cfg, params, coefs, args,
-                                 layout="packed", shape=packed, pack=work.packed_rows))
+    wanted = args.systems.split(",")
+    # Training's policy: a fixed row count per step, so one program.
+    if "a" in wanted:
+        systems.append(JaxSystem("(a) tinyllm_jax packed, float32", cfg, params, coefs, args,
+                                 layout="packed", shape=packed, pack=work.packed_rows,
+                                 fixed_rows=True))
+    if "a16" in wanted:
+        systems.append(JaxSystem("(a16) tinyllm_jax packed, bf16 compute", cfg.replace(
+            dtype="bfloat16"), params, coefs, args, layout="packed", shape=packed,
+            pack=work.packed_rows, fixed_rows=True))
     for abl in ablations:
-        c, kw = cfg, {"layout": "packed", "shape": packed, "pack": work.packed_rows}
-        if abl == "fixed-rows":
-            kw["fixed_rows"] = True  # the same rows, padded to the most any batch needs
+        c, kw = cfg, {"layout": "packed", "shape": packed, "pack": work.packed_rows,
+                      "fixed_rows": True}
+        if abl == "bucketed-rows":
+            kw["fixed_rows"] = False  # as many rows as each batch needs: a program per count
         elif abl == "no-donation":
             kw["donate"] = False
         elif abl in MODEL_SWAPS:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import collections
 import gzip
 import json
+import os
 import re
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -15,32 +17,83 @@ import jax
 import jax.numpy as jnp
 from jax_systems import JaxSystem
 
-# Peak probe: large float32 matmuls (m, k, n); the best rate of any counts.
-PEAK_SHAPES = ((2048, 2048, 2048), (4096, 512, 4096))
+# Peak probe: 2048^3 matmuls, the best rate of several.
+PEAK_SIZE = 2048
 
 
 class PeakProbe:
-    """Best float32 matmul rate of PEAK_SHAPES (FLOP/s), jitted, measured now."""
+    """Matmul peaks (FLOP/s) measured now: JAX and torch, float32 and bf16 with f32 accumulation.
+
+    float32: float32 operands and result. bfloat16: bf16 operands, float32
+    accumulation (JAX `preferred_element_type=float32`; torch's bf16 matmul,
+    whose oneDNN kernels accumulate in float32 and round the result to
+    bf16). A dtype's machine peak is the best of the two frameworks.
+    """
 
     def __init__(self, scale: float = 1.0) -> None:
-        self.fns = []
-        for m, k, n in PEAK_SHAPES:
-            m, k, n = (max(64, int(x * scale)) for x in (m, k, n))
-            a = jax.random.normal(jax.random.key(1), (m, k), jnp.float32)
-            b = jax.random.normal(jax.random.key(2), (k, n), jnp.float32)
-            f = jax.jit(jnp.matmul)
-            f(a, b).block_until_ready()
-            self.fns.append((f, a, b, 2.0 * m * k * n, f"{m}x{k}x{n}"))
+        import torch
 
-    def __call__(self) -> tuple[float, str]:
-        best = (0.0, "")
-        for f, a, b, flops, label in self.fns:
-            for _ in range(3):
+        torch.set_num_threads(os.cpu_count() or 1)
+        n = max(64, int(PEAK_SIZE * scale))
+        self.label = f"{n}x{n}x{n}"
+        self.flops = 2.0 * n**3
+        a = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+        b = jax.random.normal(jax.random.key(2), (n, n), jnp.float32)
+        f32 = jax.jit(jnp.matmul)
+        bf16 = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
+        a16, b16 = a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)
+        ta, tb = torch.randn(n, n), torch.randn(n, n)
+        ta16, tb16 = ta.bfloat16(), tb.bfloat16()
+        self.fns = {
+            ("jax", "float32"): lambda: f32(a, b).block_until_ready(),
+            ("jax", "bfloat16"): lambda: bf16(a16, b16).block_until_ready(),
+            ("torch", "float32"): lambda: torch.mm(ta, tb),
+            ("torch", "bfloat16"): lambda: torch.mm(ta16, tb16),
+        }
+        for fn in self.fns.values():
+            fn()  # compile / warm up
+
+    def __call__(self, repeats: int = 3) -> dict[str, float]:
+        """Best rate of `repeats` runs per (framework, dtype), keyed "jax_float32" etc."""
+        out = {}
+        for (fw, dt), fn in self.fns.items():
+            best = 0.0
+            for _ in range(repeats):
                 t0 = time.perf_counter()
-                f(a, b).block_until_ready()
-                rate = flops / (time.perf_counter() - t0)
-                best = max(best, (rate, label))
-        return best
+                fn()
+                best = max(best, self.flops / (time.perf_counter() - t0))
+            out[f"{fw}_{dt}"] = best
+        return out
+
+
+def theoretical_peaks() -> dict[str, Any]:
+    """FMA peaks from lscpu's flags and the clock: cores x GHz x FLOP/cycle.
+
+    Assumes two 512-bit FMA units per core where AVX-512 is present (one
+    256-bit pair otherwise): float32 = 2 units x 16 lanes x 2 FLOP = 64 FLOP /
+    cycle; bf16 with AMX-BF16 = 1024 FLOP / cycle (one 16x32x16 tile
+    multiply-add per 16 cycles), with AVX512_BF16 only = 128. The clock is
+    lscpu's max MHz, else /proc/cpuinfo's current MHz.
+    """
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return {}
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("Flags", "").split())
+    mhz = float(fields.get("CPU max MHz", 0) or 0)
+    if not mhz:
+        m = re.search(r"cpu MHz\s*:\s*([\d.]+)", Path("/proc/cpuinfo").read_text()
+                      if Path("/proc/cpuinfo").exists() else "")
+        mhz = float(m.group(1)) if m else 0.0
+    cores = int(fields.get("CPU(s)", os.cpu_count() or 1))
+    f32_cycle = 64 if "avx512f" in flags else 32 if "fma" in flags else 8
+    bf16_cycle = 1024 if "amx_bf16" in flags else 128 if "avx512_bf16" in flags else f32_cycle
+    ghz = mhz / 1000
+    return {"cores": cores, "ghz": ghz, "model": fields.get("Model name", ""),
+            "float32": cores * ghz * f32_cycle * 1e9, "bfloat16": cores * ghz * bf16_cycle * 1e9,
+            "float32_flop_per_cycle": f32_cycle, "bfloat16_flop_per_cycle": bf16_cycle}
 
 
 def rss_gb() -> tuple[float, float]:

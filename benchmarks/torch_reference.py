@@ -20,6 +20,15 @@ clipping and AdamW.
 - `DynamicConcatStep`, system (c), a strong eager baseline: all pairs of the
   batch in one forward, padded only to the longest input and target present
   in this batch, per-task CE from per-token losses.
+- `FaithfulRecipeStep`, system (d), the published distilling step-by-step
+  trainer as it runs: its `TaskPrefixDataCollator` (a `DataCollatorForSeq2Seq`)
+  pads each task's batch to that batch's own longest input and target (labels
+  with -100), `TaskPrefixTrainer.compute_loss` runs one forward per task with
+  HF's label loss and sums the weighted losses, one backward, then the HF
+  Trainer's clipping and its default optimizer: `TrainingArguments.optim`
+  defaults to "adamw_torch_fused" with torch >= 2.8, i.e. torch AdamW with
+  fused=True, betas (0.9, 0.999), eps 1e-8 (built here directly: the HF
+  Trainer itself needs `accelerate`, which this environment lacks).
 
 Batches are built on the host before timing (`make_*_batch`), as a data
 loader would, so a step times only model, loss and optimizer.
@@ -75,6 +84,18 @@ def make_dynamic_concat_batch(features: Sequence[Any]) -> dict[str, torch.Tensor
     )
     batch["task_ids"] = torch.tensor([f.task_id for f in features], dtype=torch.long)
     return batch
+
+
+def make_faithful_batch(
+    features: Sequence[Any], num_tasks: int
+) -> list[dict[str, torch.Tensor] | None]:
+    """One batch per task, each padded to its own longest input / target (None if empty)."""
+    out: list[dict[str, torch.Tensor] | None] = []
+    for t in range(num_tasks):
+        mine = [f for f in features if f.task_id == t]
+        out.append(_encode(mine, max(len(f.inputs) for f in mine),
+                           max(len(f.targets) for f in mine)) if mine else None)
+    return out
 
 
 class _Step:
@@ -138,4 +159,21 @@ class DynamicConcatStep(_Step):
             count = real[rows].sum()
             if count > 0:
                 loss = loss + coef * nll[rows].sum() / count
+        return self._update(loss)
+
+
+class FaithfulRecipeStep(_Step):
+    """System (d): one forward per task on its own padded batch, HF losses summed."""
+
+    def __init__(self, model: Any, coefs: Sequence[float], *, lr: float, weight_decay: float,
+                 clip_norm: float) -> None:
+        super().__init__(model, coefs, lr=lr, weight_decay=weight_decay, clip_norm=clip_norm)
+        self.opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8,
+                                     weight_decay=weight_decay, fused=True)
+
+    def __call__(self, batches: Sequence[dict[str, torch.Tensor] | None]) -> float:
+        loss = torch.zeros(())
+        for coef, batch in zip(self.coefs, batches):
+            if batch is not None:
+                loss = loss + coef * self.model(**batch).loss
         return self._update(loss)

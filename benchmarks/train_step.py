@@ -1,46 +1,51 @@
-"""Train-step throughput and MFU: our jitted packed step vs two PyTorch baselines.
+"""Train-step throughput and MFU: our jitted packed step vs the strongest PyTorch we could build.
 
 Every system trains the same randomly initialised FLAN-T5-small-shaped
-model (our init, exported to HF format, loaded by both sides) on the same
-batches of `--batch` examples, each example giving an answer pair and one
-rationale pair per teacher, inputs cut to 512 and targets to 256 tokens:
+model (our init, exported to HF format, loaded by the PyTorch systems) on
+the same batches of `--batch` examples, each example giving an answer pair
+and one rationale pair per teacher, inputs cut to 512 and targets to 256
+tokens:
 
-  (a) tinyllm_jax: `make_train_step` under `jax.jit` with state donation; the
-      pairs of a batch packed into rows by the trainer's packer (the row
-      shape `pipeline.row_lengths` picks, the rows its `BatchIterator`
-      forms), every task in one forward.
-  (b) PyTorch, the published recipe: HF T5ForConditionalGeneration, inputs
-      padded to the maximum lengths, one forward per task, losses summed,
-      AdamW (benchmarks/torch_reference.py).
-  (c) PyTorch, a strong eager baseline: dynamic padding, all tasks
-      concatenated into one forward.
+  (a)   tinyllm_jax in float32: the trainer's step (jitted, state donated) on
+        the pairs packed into rows by the trainer's packer, all tasks in one
+        forward (jax_systems.py); every step has the same row count (padded
+        with empty rows, as training pads its last batch), so one compiled
+        program serves all steps, as in training.
+  (a16) the same with bf16 compute: bf16 matmul operands, float32
+        accumulation, float32 master weights, softmax, norms and loss.
+  (b)   PyTorch, every pair padded to the limits, one forward per task.
+  (c)   PyTorch, dynamic padding, all tasks concatenated in one forward.
+  (d)   PyTorch, the faithful distilling step-by-step recipe: each task's
+        batch padded to its own longest input and target, one forward per
+        task, losses summed, one backward, the HF Trainer's fused AdamW.
+  (e)   PyTorch, the strongest we could build: exactly our packed rows fed
+        to HF T5 with block-diagonal 4-D masks, torch.compile, fused AdamW
+        (torch_packed.py). (e16): the same under bf16 autocast.
 
-Systems run interleaved in one process (round r runs each system once, in a
-rotating order, plus a probe of the peak float32 matmul rate), so load from
-other processes lands on all of them alike; report ratios. Compile and
-warm-up steps are timed apart from the steady state. MFU = model FLOPs of
-the real (non-pad) tokens (benchmarks/flops.py) / step time / the measured
-matmul peak; it is the same numerator for every system.
+Each system runs in its own process (`--worker`), built, compiled and warmed
+up before the timed rounds; round r steps each system once, one at a time,
+in a rotating order, after a probe of the matmul peaks (probes.py), so load
+from other processes lands on all systems alike. Torch uses one thread per
+core; no allocator tuning (each process holds only its own system).
+MFU = model FLOPs of the real (non-pad) tokens (benchmarks/flops.py) / step
+time / the measured peak of the dtype the system computes in (the best of
+JAX and torch on a 2048^3 matmul in this run); the same numerator for all.
 
-    python benchmarks/train_step.py                       # obqa + both teachers
-    python benchmarks/train_step.py --warmup 3 --steps 5 --json train_step.json
-    python benchmarks/train_step.py --systems a --ablations fixed-rows,unpacked,per-task --steps 2
+    python benchmarks/train_step.py --systems a,a16,d,e,e16 --steps 5 --json F
+    python benchmarks/train_step.py --systems a --ablations bucketed-rows,unpacked,per-task --steps 2
 
 `--ablations` adds variants of (a) that switch one optimisation off; see
-docs/performance.md for what each measures. Every variant keeps its own train
-state and batches, so `--ablations all` needs more than 24 GiB at the default
-sizes; docs/performance.md runs them in three groups.
-
-This file builds the systems and times them; the parts live beside it:
-workload.py (batches, the trainer's packing), jax_systems.py ((a) and its
-ablations), torch_systems.py ((b), (c)), probes.py (matmul peak, memory,
-profile) and step_report.py (the JSON record and the table).
+docs/performance.md. Parts: workload.py (batches, the trainer's packing),
+jax_systems.py, torch_systems.py, torch_reference.py, torch_packed.py,
+probes.py (peaks, memory, profile), step_report.py (JSON record, table).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -49,11 +54,10 @@ from typing import Any
 
 import flax
 import jax
-from jax_systems import ABLATIONS, JaxSystem, jax_systems
-from probes import PeakProbe, profile_step, rss_gb
-from step_report import Timings, print_table, results
+from jax_systems import ABLATIONS, jax_systems
+from probes import PeakProbe, profile_step, rss_gb, theoretical_peaks
+from step_report import print_table, results
 from system import System
-from torch_systems import limit_malloc_caching, torch_systems
 from workload import SHARED, Workload, load_workload, packing_report
 
 from tinyllm_jax.models.hf import save_hf_checkpoint
@@ -61,82 +65,170 @@ from tinyllm_jax.models.t5 import init_params
 from tinyllm_jax.models.t5_config import SIZES, T5Config
 from tinyllm_jax.train_step import task_coefficients
 
+JAX_KEYS = ("a", "a16")
+TORCH_KEYS = ("b", "c", "d", "e", "e16")
+# Protocol lines of a worker on its stdout start with this; anything else is log.
+TAG = "@@ "
+
 
 def model_config(args: argparse.Namespace) -> T5Config:
     if args.size == "tiny":  # the smoke test's shape: same code paths, seconds per step
         cfg = T5Config(vocab_size=512, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4)
     else:
         cfg = SIZES[args.size]
+    if args.layers:  # the same layer shapes, fewer of them (compile and step time scale)
+        cfg = cfg.replace(num_layers=args.layers, num_decoder_layers=None)
     return cfg.replace(dropout_rate=args.dropout)
 
 
-def build_systems(args: argparse.Namespace, cfg: T5Config, work: Workload) -> list[System]:
-    """The systems `--systems` and `--ablations` name, all from the same initial weights."""
-    ablations = list(ABLATIONS) if args.ablations == "all" else [
-        a for a in args.ablations.split(",") if a]
-    unknown = [a for a in ablations if a not in ABLATIONS]
-    if unknown:
-        raise SystemExit(f"unknown ablations {unknown}; choose from {', '.join(ABLATIONS)}")
+def build_system(args: argparse.Namespace, key: str, cfg: T5Config, work: Workload) -> System:
+    """The one system `key` names ("a", "e16", "abl:fixed-rows", ...), from the shared init."""
     params = jax.device_get(flax.linen.meta.unbox(init_params(cfg, jax.random.key(args.seed))))
     coefs = task_coefficients(1.0, (), len(work.teachers))
-    systems: list[System] = list(jax_systems(args, cfg, params, coefs, work, ablations))
-    if set(args.systems.split(",")) & {"b", "c"}:
-        hf_dir = Path(tempfile.mkdtemp(prefix="tinyllm_bench_"))
-        save_hf_checkpoint(hf_dir, cfg, params)
-        systems += torch_systems(args, cfg, hf_dir, coefs, work.num_tasks)
-    return systems
+    if key in JAX_KEYS or key.startswith("abl:"):
+        sub = argparse.Namespace(**{**vars(args), "systems": key})
+        ablations = [key[4:]] if key.startswith("abl:") else []
+        return jax_systems(sub, cfg, params, coefs, work, ablations)[0]
+    import torch_systems  # torch only in the processes that step it
+
+    return torch_systems.TorchSystem(key, Path(args.hf_dir), coefs, args, cfg, work)
 
 
-def time_systems(args: argparse.Namespace, systems: Sequence[System], work: Workload) -> Timings:
-    """Prepare every batch, compile and warm up each system, then time interleaved rounds."""
-    n_batches = args.warmup + args.steps
-    t = Timings()
-    peak = PeakProbe(scale=1.0 if args.size != "tiny" else 0.125)
-    for s in systems:
-        t0 = time.perf_counter()
-        t.prepared[s.name] = [s.prepare(b) for b in work.batches]
-        t.prep_s[s.name] = (time.perf_counter() - t0) / n_batches
-        t.steps[s.name], t.losses[s.name], t.warmup_s[s.name] = [], [], []
-
-    for s in systems:  # warm-up: compile, then the first steps, timed apart
-        t.compile_s[s.name] = s.compile_all(t.prepared[s.name])
-        for i in range(args.warmup):
-            t0 = time.perf_counter()
-            t.losses[s.name].append(s.step(t.prepared[s.name][i]))
-            t.warmup_s[s.name].append(time.perf_counter() - t0)
-            s.after_step()
-        print(f"  warm-up {s.name}: compile {t.compile_s[s.name]:.1f}s, steps "
-              f"{' '.join(f'{x:.2f}' for x in t.warmup_s[s.name])}s; process RSS now / peak "
-              "{:.1f} / {:.1f} GB".format(*rss_gb()), flush=True)
-
-    for k in range(args.steps):  # steady state, interleaved, rotating order
-        rate, label = peak()
-        t.peaks.append(rate)
-        t.peak_labels.append(label)
-        i = args.warmup + k
-        for s in [*systems[k % len(systems):], *systems[: k % len(systems)]]:
-            t0 = time.perf_counter()
-            t.losses[s.name].append(s.step(t.prepared[s.name][i]))
-            t.steps[s.name].append(time.perf_counter() - t0)
-            s.after_step()
-        print(f"  round {k + 1}/{args.steps}: peak {rate / 1e9:.1f} GFLOP/s; " + ", ".join(
-            f"{s.name.split()[0]} {t.steps[s.name][-1]:.2f}s" for s in systems), flush=True)
-    return t
+def _send(obj: dict[str, Any]) -> None:
+    print(TAG + json.dumps(obj), flush=True)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def worker(args: argparse.Namespace) -> None:
+    """One system in this process: build, prepare, compile, warm up, then step on request.
+
+    Requests on stdin, one per line: "step I" (batch I of the workload),
+    "profile DIR" (trace one step; JAX systems), "quit".
+    """
     cfg = model_config(args)
     work = load_workload(args, args.warmup + args.steps)
-    systems = build_systems(args, cfg, work)
-    packed = any(isinstance(s, JaxSystem) and s.layout == "packed" for s in systems)
-    packing = packing_report(work) if packed else None
-    timings = time_systems(args, systems, work)
-    profile = None
-    if args.profile:
-        first = next((s for s in systems if isinstance(s, JaxSystem)), None)
-        if first is not None:
-            profile = profile_step(first, timings.prepared[first.name][-1], args.profile)
-    return results(args, cfg, work, systems, timings, packing, profile)
+    s = build_system(args, args.worker, cfg, work)
+    t0 = time.perf_counter()
+    prepared = [s.prepare(b) for b in work.batches]
+    prep_s = (time.perf_counter() - t0) / len(prepared)
+    compile_s = s.compile_all(prepared)
+    losses, warm = [], []
+    for i in range(args.warmup):
+        t0 = time.perf_counter()
+        losses.append(s.step(prepared[i]))
+        warm.append(time.perf_counter() - t0)
+    rows = [s.rows_of(p) for p in prepared[args.warmup :]] if hasattr(s, "rows_of") else []
+    _send({"ready": True, "name": s.name, "dtype": getattr(s, "dtype", "float32"),
+           "compile_s": compile_s, "warmup_s": warm, "losses": losses, "prep_s": prep_s,
+           "executed_flops": [s.executed_flops(b) for b in work.batches[args.warmup :]],
+           "row_shape": list(s.row_shape) if s.row_shape else None,
+           "rows_per_step": rows if rows and rows[0] is not None else None,
+           "compiled_programs": len(getattr(s, "compiled", {})) or None,
+           "rss_gb": rss_gb()})
+    for line in sys.stdin:
+        cmd, _, arg = line.strip().partition(" ")
+        if cmd == "step":
+            t0 = time.perf_counter()
+            loss = s.step(prepared[int(arg)])
+            _send({"step_s": time.perf_counter() - t0, "loss": loss})
+        elif cmd == "profile":
+            _send({"profile": profile_step(s, prepared[-1], Path(arg))})
+        elif cmd == "quit":
+            return
+
+
+class Worker:
+    """The orchestrator's handle on one system's process."""
+
+    def __init__(self, key: str, argv: Sequence[str]) -> None:
+        self.key = key
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), *argv, "--worker", key],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def receive(self) -> dict[str, Any]:
+        for line in self.proc.stdout:
+            if line.startswith(TAG):
+                return json.loads(line[len(TAG) :])
+            print(f"    [{self.key}] {line.rstrip()}", flush=True)
+        raise SystemExit(f"worker {self.key} exited (code {self.proc.wait()}) before replying")
+
+    def request(self, line: str) -> dict[str, Any]:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self.receive()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.flush()
+            self.proc.wait(timeout=120)
+
+
+def worker_argv(argv: Sequence[str], hf_dir: str) -> list[str]:
+    out, skip = [], False
+    for a in argv:  # drop the orchestrator-only flags
+        if skip:
+            skip = False
+            continue
+        if a in ("--json", "--profile", "--hf-dir"):
+            skip = True
+            continue
+        if a.startswith(("--json=", "--profile=", "--hf-dir=")):
+            continue
+        out.append(a)
+    return [*out, "--hf-dir", hf_dir]
+
+
+def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
+    cfg = model_config(args)
+    work = load_workload(args, args.warmup + args.steps)
+    keys = [k for k in args.systems.split(",") if k]
+    unknown = [k for k in keys if k not in (*JAX_KEYS, *TORCH_KEYS)]
+    ablations = list(ABLATIONS) if args.ablations == "all" else [
+        a for a in args.ablations.split(",") if a]
+    unknown += [a for a in ablations if a not in ABLATIONS]
+    if unknown:
+        raise SystemExit(f"unknown systems / ablations {unknown}; systems: "
+                         f"{', '.join((*JAX_KEYS, *TORCH_KEYS))}; ablations: {', '.join(ABLATIONS)}")
+    keys += [f"abl:{a}" for a in ablations]
+    hf_dir = tempfile.mkdtemp(prefix="tinyllm_bench_")
+    if set(keys) & set(TORCH_KEYS):
+        params = jax.device_get(flax.linen.meta.unbox(init_params(cfg, jax.random.key(args.seed))))
+        save_hf_checkpoint(Path(hf_dir), cfg, params)
+    infos: dict[str, dict[str, Any]] = {}
+    workers: list[Worker] = []
+    try:
+        for key in keys:  # one at a time: each compiles and warms up on a quiet machine
+            w = Worker(key, worker_argv(argv, hf_dir))
+            infos[key] = w.receive()
+            workers.append(w)
+            r = infos[key]
+            print(f"  warm-up {key} {r['name']}: compile {r['compile_s']:.1f}s, steps "
+                  f"{' '.join(f'{x:.2f}' for x in r['warmup_s'])}s; its RSS now / peak "
+                  "{:.1f} / {:.1f} GB".format(*r["rss_gb"]), flush=True)
+        probe = PeakProbe(scale=1.0 if args.size != "tiny" else 0.125)
+        peaks: list[dict[str, float]] = []
+        steps: dict[str, list[float]] = {k: [] for k in keys}
+        for k in range(args.steps):  # steady state, interleaved, rotating order
+            peaks.append(probe())
+            order = [*workers[k % len(workers):], *workers[: k % len(workers)]]
+            for w in order:
+                reply = w.request(f"step {args.warmup + k}")
+                steps[w.key].append(reply["step_s"])
+                infos[w.key]["losses"].append(reply["loss"])
+            print(f"  round {k + 1}/{args.steps}: peaks " + ", ".join(
+                f"{n} {v / 1e9:.0f}" for n, v in peaks[-1].items()) + " GFLOP/s; " + ", ".join(
+                f"{w.key} {steps[w.key][-1]:.2f}s" for w in workers), flush=True)
+        profile = None
+        if args.profile:
+            first = next((w for w in workers if w.key in JAX_KEYS), None)
+            if first is not None:
+                profile = first.request(f"profile {args.profile}")["profile"]
+    finally:
+        for w in workers:
+            w.close()
+    return results(args, cfg, work, infos, steps, peaks, theoretical_peaks(),
+                   packing_report(work), profile)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -151,17 +243,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-input-len", type=int, default=512)
     ap.add_argument("--max-target-len", type=int, default=256)
     ap.add_argument("--size", default="flan-t5-small", choices=(*SIZES, "tiny"))
+    ap.add_argument("--layers", type=int, default=0,
+                    help="encoder and decoder layers (0: the size's own; FLAN-T5-small has 8)")
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps after compiling")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per system")
-    ap.add_argument("--systems", default="a,b,c")
+    ap.add_argument("--systems", default="a,a16,d,e,e16",
+                    help=f"comma list of {', '.join((*JAX_KEYS, *TORCH_KEYS))}")
     ap.add_argument("--ablations", default="",
                     help=f"comma list or 'all': {', '.join(ABLATIONS)}")
-    ap.add_argument("--torch-threads", default="0",
-                    help="torch threads for (b) and (c): 0 = torch's default (one per core); "
-                         "a list such as 0,1 runs each baseline once per setting (on a "
-                         "machine shared with other jobs 1 thread can be faster); ratios use "
-                         "the fastest")
+    ap.add_argument("--torch-compile", type=lambda v: v not in ("0", "off", "false"),
+                    default=True, help="(e), (e16): torch.compile the forward + loss (on|off)")
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--clip-norm", type=float, default=1.0)
@@ -170,15 +262,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--profile", type=Path,
                     help="trace one extra step of the first JAX system into this directory "
                          "and print where its time goes")
+    ap.add_argument("--worker", default="", help=argparse.SUPPRESS)  # internal: run one system
+    ap.add_argument("--hf-dir", default="", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     if args.steps < 1:
         raise SystemExit("--steps must be >= 1")
-    limit_malloc_caching()
-    out = run(args)
+    if args.worker:
+        worker(args)
+        return {}
+    out = run(args, argv)
     print_table(out)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))

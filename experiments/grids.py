@@ -46,6 +46,27 @@ def synthetic_alpha() -> list[tuple[str, str, str]]:
     ]
 
 
+# Rationale-then-answer against multi-task (docs/results.md): the "tiny" student
+# on 600 training problems, rows fixed at 256+128 tokens and a 300-problem test
+# split (run_grid --override, see the doc), so that equal steps are equal
+# compute; sized for a loaded 2-core machine. 3 epochs take 66 steps multi-task
+# (22 rows per epoch at every seed) and 78-79 rationale-then-answer (26-27);
+# each mode is also trained for the other's step count (equal compute).
+RTA_TRAIN_SIZE = 600
+RTA_RUNS = (("multitask", "3ep", "epochs=3"), ("rta", "3ep", "epochs=3"),
+            ("rta", "steps66", "steps=66"), ("multitask", "steps78", "steps=78"))
+
+
+def synthetic_rationale_then_answer() -> list[tuple[str, str, str]]:
+    modes = {"multitask": "multitask", "rta": "rationale_then_answer"}
+    return [
+        (f"synthetic-{m}-{tag}-s{s}", SYNTHETIC,
+         f"method=both,mode={modes[m]},size=tiny,train_size={RTA_TRAIN_SIZE},{budget},seed={s}")
+        for s in SEEDS
+        for m, tag, budget in RTA_RUNS
+    ]
+
+
 def real() -> list[tuple[str, str, str]]:
     return [
         (f"{d}-{m}-s{s}", REAL, f"dataset={d},method={m},seed={s}")
@@ -61,4 +82,5 @@ GRIDS = {
     "synthetic_efficiency": synthetic_efficiency,
     "synthetic_alpha": synthetic_alpha,
     "real": real,
+    "synthetic_rationale_then_answer": synthetic_rationale_then_answer,
 }

@@ -126,15 +126,35 @@ def summarize(runs: Sequence[dict]) -> dict[str, Any]:
         "n": len(runs),
         "seeds": sorted(int(m.group(1)) for r in runs if (m := _SEED.search(r["name"]))),
         **{k: stat(_percent(x.get(key)) for x in s) for k, key in _METRICS.items()},
+        "exact_bounds": _bounds(s),
         "chance": 100 * float(np.mean(chance)) if chance else None,
         "wall_s": float(np.mean(wall)) if wall else None,
         "steps": float(np.mean([x["step"] for x in s])) if all("step" in x for x in s) else None,
     }
 
 
+def _bounds(summaries: Sequence[dict]) -> list[float] | None:
+    """Mean [lo, hi] (%) of exact match where records restated by
+    experiments/restate_metric.py could only bound it (no test_accuracy)."""
+    if not any(x.get("test_accuracy") is None and "test_accuracy_bounds" in x
+               for x in summaries):
+        return None
+    pairs = [x["test_accuracy_bounds"] if x.get("test_accuracy") is None
+             else [x["test_accuracy"]] * 2 for x in summaries
+             if x.get("test_accuracy") is not None or "test_accuracy_bounds" in x]
+    return [100 * float(np.mean([p[0] for p in pairs])), 100 * float(np.mean([p[1] for p in pairs]))]
+
+
+def _exact_cell(row: dict[str, Any]) -> str:
+    bounds = row.get("exact_bounds")
+    if bounds is None:
+        return str(row["exact"])
+    return f"{bounds[0]:.1f} to {bounds[1]:.1f} (bounds)"
+
+
 def _cells(row: dict[str, Any]) -> str:
     """The seeds / accuracies / chance / wall-clock cells every table row shares."""
-    return (f"| {row['n']} | {row['exact']} | {row['ranked']} "
+    return (f"| {row['n']} | {_exact_cell(row)} | {row['ranked']} "
             f"| {_num(row['chance'], '.1f')} | {_num(row['wall_s'], '.0f')} |")
 
 
@@ -218,6 +238,46 @@ def _fraction_label(f: str) -> str:
     return f"{100 * float(f):g}%"
 
 
+METRIC_NOTE = ("Exact match is the reference code's metric: the generated answer equals the "
+               "gold after the tokenizer round trip (tokenised, then detokenised). ")
+
+
+def metric_note(runs: Iterable[dict]) -> str:
+    """What the change of exact match to the decoded gold did to a table's runs,
+    from the `metric_restated` counts experiments/restate_metric.py wrote."""
+    changed: dict[str, tuple[int, int]] = {}
+    restated = scored_new = 0
+    for r in runs:
+        info = r["summary"].get("metric_restated")
+        if info is None:
+            scored_new += "test_accuracy_strict" in r["summary"]
+            continue
+        restated += 1
+        changed[r["summary"].get("dataset", "?")] = (
+            info["test_golds_changed_by_round_trip"], info["test_examples"])
+    if not restated:
+        return METRIC_NOTE + "These runs were scored with it." if scored_new else ""
+    kept = sorted(d for d, (m, _) in changed.items() if m == 0)
+    bounded = sorted(d for d, (m, _) in changed.items() if m)
+    text = (METRIC_NOTE + "These runs were scored against the raw gold text (now "
+            "`accuracy_strict`) and keep no predictions; experiments/restate_metric.py "
+            "restated them. ")
+    if kept:
+        text += (f"Every test gold of {', '.join(kept)} survives the round trip, so the two "
+                 "metrics agree on every example: those figures are unchanged. ")
+    if bounded:
+        listed = ", ".join(f"{d} {changed[d][0]}/{changed[d][1]}" for d in bounded)
+        text += (f"Where m of N test golds do not survive it ({listed}), the new figure is "
+                 "within m/N of the recorded one, and the table shows those bounds.")
+    return text.rstrip()
+
+
+def _note(groups: dict[str, list[dict]], pattern: re.Pattern[str]) -> list[str]:
+    """The metric note of the runs whose group name matches `pattern`, as lines."""
+    text = metric_note(r for name, runs in groups.items() if pattern.match(name) for r in runs)
+    return [text, ""] if text else []
+
+
 def tables_markdown(results: dict[str, Any], groups: dict[str, list[dict]]) -> str:
     """tables.md: one section per grid that has at least one finished run."""
     head = "| seeds | exact match (%) | choice ranking (%) | chance (%) | wall s/run |"
@@ -230,6 +290,7 @@ def tables_markdown(results: dict[str, Any], groups: dict[str, list[dict]]) -> s
                 "Every method trains for 3 epochs of the same examples; more tasks per "
                 f"example pack into more rows, hence more steps. {CONTROL} is answer-only "
                 "trained for as many steps as both (equal compute).", "",
+                *_note(groups, _METHOD),
                 "| method | steps " + head, "|---|---" + rule]
         out += [f"| {m} | {_num(r['steps'], '.0f')} " + _cells(r)
                 for m, r in results["synthetic_methods"].items()]
@@ -239,18 +300,20 @@ def tables_markdown(results: dict[str, Any], groups: dict[str, list[dict]]) -> s
         methods = [m for m in EFFICIENCY_METHODS if m in eff]
         out += ["## Synthetic: data efficiency", "",
                 "Fraction of the training set; 100% is the plain method run.", "",
+                *_note(groups, _FRACTION),
                 "| fraction | " + " | ".join(f"{m} seeds | {m} exact (%) | {m} ranked (%)"
                                              for m in methods) + " |",
                 "|---" + "|---|---|---" * len(methods) + "|"]
         for f in sorted({f for m in methods for f in eff[m]}, key=float):
             row = [eff[m].get(f) for m in methods]
             out.append(f"| {_fraction_label(f)} | " + " | ".join(
-                f"{r['n']} | {r['exact']} | {r['ranked']}" if r else "— | — | —" for r in row)
+                f"{r['n']} | {_exact_cell(r)} | {r['ranked']}" if r else "— | — | —" for r in row)
                 + " |")
         out.append("")
     if results["synthetic_alpha"]:
         out += ["## Synthetic: alpha sweep (method both)", "",
                 "Weight of the rationale losses against the answer loss; 1 is the default.", "",
+                *_note(groups, _ALPHA),
                 "| alpha " + head, "|---" + rule]
         out += [f"| {float(a):g} " + _cells(r) for a, r in results["synthetic_alpha"].items()]
         out.append("")
@@ -260,6 +323,7 @@ def tables_markdown(results: dict[str, Any], groups: dict[str, list[dict]]) -> s
                 "TinyLLM paper (answer = full fine-tuning, both = TinyLLM), as quoted in "
                 "../shared/README.md, blank where it quotes none; it starts from pretrained "
                 "weights, ours from random.", "",
+                *_note(groups, _REAL),
                 "| dataset | method " + head + " paper 80M (%) |", "|---|---" + rule + "---|"]
         for d, row in results["real"].items():
             out += [f"| {d} | {m} " + _cells(r) + f" {_num(r['paper_80m'], '.1f', blank='')} |"

@@ -79,8 +79,8 @@ def test_experiment_grids_and_report_table(tmp_path):
 
     names = [n for grid in GRIDS.values() for n, _, _ in grid()]
     # (5 methods + equal-compute control) x 3 seeds; 2 x 3 fractions x 3;
-    # 3 alphas x 3; (4 datasets x 4 + piqa x 2) x 3.
-    assert len(names) == len(set(names)) == 18 + 18 + 9 + 54
+    # 3 alphas x 3; (4 datasets x 4 + piqa x 2) x 3; 4 rationale-then-answer runs x 3.
+    assert len(names) == len(set(names)) == 18 + 18 + 9 + 54 + 12
     for seed, acc in ((0, 0.5), (1, 0.7)):
         d = tmp_path / f"synthetic-both-s{seed}"
         d.mkdir()

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# TFDS is an optional dependency (the `tfds` extra; the `test` extra has it).
+pytest.importorskip("tensorflow_datasets")
+
 from tinyllm_jax.data.errors import DataError
 from tinyllm_jax.data.store import append_records, store_path
 from tinyllm_jax.data.tfds_builders import BUILDERS, load_tfds_split

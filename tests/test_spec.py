@@ -98,7 +98,7 @@ BAD_VALUES = [
     ("model.dtype", "float16", "config.model.dtype = 'float16': must be one of"),
     ("model.remat", "some", "config.model.remat = 'some'"),
     ("model.num_heads", 0, "config.model.num_heads = 0: must be >= 1"),
-    ("model.scan_layers", True, "config.model.scan_layers = True"),
+    ("model.scan_layers", None, "config.model.scan_layers = None: must be True or False"),
     ("train.log_every", 0, "config.train.log_every = 0: must be >= 1"),
     ("train.checkpoint_every", 0, "config.train.checkpoint_every = 0: must be >= 1"),
     ("train.eval_every", -5, "config.train.eval_every = -5: must be >= 0"),

@@ -158,6 +158,27 @@ def test_eval_mode_reproduces_final_accuracy(finished_run):
     assert sum(r["correct"] for r in rows) / len(rows) == pytest.approx(result["accuracy"])
 
 
+@pytest.mark.slow
+def test_eval_mode_decodes_as_configured(finished_run):
+    """--mode=eval with beam search from config.train.eval_*: the answers are
+    the beam search's, and eval_<split>.json records how they were decoded."""
+    from tinyllm_jax.evaluation.run import evaluate_workdir
+
+    workdir, _summary = finished_run
+    greedy = evaluate_workdir(_tiny("steps=8"), str(workdir), split="valid")
+    assert greedy["decoding"]["num_beams"] == 1
+    greedy_rows = (workdir / "predictions_valid.jsonl").read_text().splitlines()
+    cfg = _tiny("steps=8")
+    cfg.train.eval_num_beams = 3
+    cfg.train.eval_length_penalty = 0.5
+    result = evaluate_workdir(cfg, str(workdir), split="valid")
+    recorded = json.loads((workdir / "eval_valid.json").read_text())
+    assert recorded["decoding"]["num_beams"] == 3 == result["decoding"]["num_beams"]
+    assert recorded["decoding"]["length_penalty"] == 0.5
+    rows = (workdir / "predictions_valid.jsonl").read_text().splitlines()
+    assert len(rows) == len(greedy_rows) == 16
+
+
 def test_workdir_outputs_and_student_load(finished_run):
     from tinyllm_jax import Student
 
@@ -246,6 +267,7 @@ def test_restore_refuses_a_different_configuration(finished_run, tmp_path):
 def test_gradient_accumulation_matches_full_batch():
     import jax
     import jax.numpy as jnp
+    import optax
 
     from tinyllm_jax.data import pipeline
     from tinyllm_jax.data.bundle import load_data
@@ -265,10 +287,17 @@ def test_gradient_accumulation_matches_full_batch():
     s4, m4 = jax.jit(make_train_step(config, tx, coefs, accumulate_steps=4))(state, batch)
     np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-5)
     np.testing.assert_allclose(m1["per_task_ce"], m4["per_task_ce"], rtol=1e-5)
+    # Adam's first moment is linear in the gradient: the accumulated gradient
+    # itself must match the full batch's to summation-order rounding.
+    mu1 = optax.tree_utils.tree_get(s1.opt_state, "mu")
+    mu4 = optax.tree_utils.tree_get(s4.opt_state, "mu")
+    for a, b in zip(jax.tree.leaves(mu1), jax.tree.leaves(mu4)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-8)
     for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s4.params)):
-        # Adam divides by sqrt(v): summation-order rounding in tiny gradients
-        # shows up as ~1e-5 absolute in a 1e-3 step.
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)
+        # The first Adam step is lr * g / (|g| + eps): for a gradient of ~1e-8
+        # the same rounding moves the update by a visible part of lr (1e-3), so
+        # the parameters are held to 10% of one step.
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_nonfinite_update_is_skipped_and_counted():

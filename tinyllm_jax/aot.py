@@ -21,6 +21,7 @@ guarantee (docs/scaling.md compares them), and keep some headroom.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
@@ -77,6 +78,12 @@ def topology_devices(topology: str) -> list[Any]:
         ) from e
 
 
+def cores_per_chip(devices: list[Any]) -> int:
+    """Devices per physical chip: 2 for a v4 slice described core by core, else 1."""
+    chips = {tuple(getattr(d, "coords", (d.id,))) for d in devices}
+    return max(1, len(devices) // max(1, len(chips)))
+
+
 def parse_mesh(text: str) -> tuple[int, int, int]:
     """'1,16,1' (data,fsdp,tensor) -> (1, 16, 1); -1 fills the rest as in config.mesh."""
     try:
@@ -96,6 +103,11 @@ def capacity_bytes(chip: str | None, device_memory_gb: float | None) -> int | No
             raise ValueError(f"unknown --chip {chip!r}; known: {', '.join(sorted(CHIPS))}")
         return int(CHIPS[chip] * 1024**3)
     return None
+
+
+def host_memory_bytes() -> int:
+    """Physical memory of this machine."""
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def _model(spec: RunSpec, model: str | None) -> tuple[Any, str]:
@@ -156,9 +168,13 @@ def compile_check(
         raise ValueError(
             f"batch size {batch} must be divisible by config.optimizer.accumulate_steps={accumulate}"
         )
+    given, capacity_source = capacity, "given"
+    if not capacity:
+        # Fake CPU devices (and a TPU chip without a known size) share this host's memory.
+        capacity, capacity_source = host_memory_bytes() // devices, f"host RAM / {devices}"
     built = setup_lib.build(spec, device_mesh, total_steps=spec.train.steps, model=config)
     est = setup_lib.memory_report(built, batch_size=batch, input_len=li, target_len=lt,
-                                  capacity=capacity or 0, print_table=print_table, check=False)
+                                  capacity=given or 0, print_table=print_table, check=False)
     compiled, compile_s = setup_lib.compile_step(
         built, setup_lib.abstract_batch(built, batch, li, lt))
     ma = compiled.memory_analysis()
@@ -171,8 +187,18 @@ def compile_check(
     }
     # Donated state buffers are reused for the new state: count them once.
     stats["peak"] = stats["arguments"] + stats["outputs"] - stats["aliased"] + stats["temp"]
+    # The compiler's own peak (newer XLA; 0 or absent elsewhere) can exceed that sum.
+    stats["compiler_peak"] = int(getattr(ma, "peak_memory_in_bytes", 0) or 0)
+    cost = compiler_cost(compiled)
     return {
+        # The planning contract (docs/scaling.md): these keys are always present.
         "model": model_name,
+        "topology": topology,
+        "scan_layers": bool(config.scan_layers),
+        "per_device_bytes": max(stats["peak"], stats["compiler_peak"]),
+        "capacity_bytes": capacity,
+        "flops": cost["flops"],
+        "optimal_seconds": cost["optimal_seconds"],
         "parameters": count_params(abstract_params(config)),
         "dtype": config.dtype, "remat": config.remat,
         "devices": devices, "mesh": dict(device_mesh.shape),
@@ -186,9 +212,31 @@ def compile_check(
             "total": est.total,
         },
         "capacity": capacity,
-        "fits": None if not capacity else stats["peak"] <= capacity,
+        "capacity_source": capacity_source,
+        "fits": max(stats["peak"], stats["compiler_peak"]) <= capacity,
         "compile_s": round(compile_s, 1),
     }
+
+
+def compiler_cost(compiled: Any) -> dict[str, float | None]:
+    """The compiler's own FLOPs and `optimal_seconds` for one step, per device.
+
+    `cost_analysis()` is a dict in current JAX (a list of one dict in older
+    releases); the CPU compiler gives no `optimal_seconds`, hence None.
+    """
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # some backends do not implement it
+        cost = None
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else None
+    cost = dict(cost or {})
+
+    def number(key: str) -> float | None:
+        value = cost.get(key)
+        return float(value) if value is not None and float(value) >= 0 else None
+
+    return {"flops": number("flops"), "optimal_seconds": number("optimal_seconds")}
 
 
 def format_result(r: dict[str, Any]) -> str:
@@ -203,13 +251,15 @@ def format_result(r: dict[str, Any]) -> str:
         f"  arguments {fb(s['arguments']):>12}   (state + batch)",
         f"  outputs   {fb(s['outputs']):>12}   ({fb(s['aliased'])} reuse donated arguments)",
         f"  temp      {fb(s['temp']):>12}   (activations, gradients, buffers)",
-        f"  peak      {fb(s['peak']):>12}",
+        f"  peak      {fb(s['peak']):>12}"
+        + (f"   (compiler's own peak {fb(s['compiler_peak'])})" if s.get("compiler_peak") else ""),
         f"analytic estimate: {fb(r['estimate_per_device']['total'])}",
     ]
     if r["capacity"]:
+        source = "" if r.get("capacity_source", "given") == "given" else f" ({r['capacity_source']})"
         verdict = "fits" if r["fits"] else "DOES NOT FIT"
-        lines.append(f"device memory {fb(r['capacity'])}: {verdict} "
-                     f"({100 * s['peak'] / r['capacity']:.0f}% used)")
+        lines.append(f"device memory {fb(r['capacity'])}{source}: {verdict} "
+                     f"({100 * r['per_device_bytes'] / r['capacity']:.0f}% used)")
     return "\n".join(lines)
 
 
@@ -280,10 +330,14 @@ def _main() -> None:
                 raise ValueError("the mesh has a -1 axis: give --devices=N")
             else:
                 use_fake_devices(count)
+            capacity = capacity_bytes(chip, mem_flag.value)
+            if topology and capacity and not mem_flag.value:
+                # --chip is HBM per chip; some slices (v4) list each TensorCore as a device.
+                capacity //= cores_per_chip(topology_devices(topology))
             result = compile_check(
                 spec, mesh=dims, devices=count, model=model_flag.value,
                 batch_size=batch_flag.value, input_len=in_flag.value, target_len=tgt_flag.value,
-                capacity=capacity_bytes(chip, mem_flag.value),
+                capacity=capacity,
                 print_table=table_flag.value, topology=topology,
             )
         except ConfigError as e:
@@ -291,10 +345,15 @@ def _main() -> None:
         print(format_result(result), flush=True)
         if json_flag.value:
             write_json_atomic(json_flag.value, result, indent=1)
-        if result["fits"] is False:
+        if result["fits"] is False and result["capacity_source"] == "given":
             raise SystemExit(1)
 
     app.run(main, flags_parser=parse_flags)
+
+
+def run() -> None:
+    """The `tinyllm-aot` console script."""
+    _main()
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from jax.experimental import multihost_utils
 from tinyllm_jax import array_checksums
 from tinyllm_jax.atomic import write_json_atomic
 from tinyllm_jax.checkpoint_files import CHECKSUMS, ITEMS, step_problems
+from tinyllm_jax.checkpoint_layout import placed_like, saved_target
 from tinyllm_jax.data.iterator import state_problems
 from tinyllm_jax.models.t5_config import RUNTIME_MODEL_FIELDS, T5Config
 from tinyllm_jax.orbax_echoes import collect_failed_reads, orbax_read_echo_filters
@@ -277,18 +278,23 @@ class Checkpointer:
         meta = self._check_fits(step, abstract_state, expected_meta)
         data = self.restore_data(step)
         record = self.checksums(step)
-        with orbax_read_echo_filters():
-            state = self._read_state(step, abstract_state)
         try:
-            self.verify(step, state, record)
+            with orbax_read_echo_filters():
+                state, _ = self._read_state(step, abstract_state, record)
         except ChecksumMismatchError as e:
             raise ChecksumMismatchError(f"{self.step_dir(step)} is damaged: {e}") from None
         return state, data, meta
 
-    def _read_state(self, step: int, abstract_state: Any) -> Any:
+    def _read_state(self, step: int, abstract_state: Any, record: dict[str, Any] | None
+                    ) -> tuple[Any, bool]:
+        """(state placed like `abstract_state`, verified): read in the layer
+        layout it was saved in, checked against its checksums, then converted
+        (checkpoint_layout.py) when `abstract_state` asks for the other one."""
+        target = saved_target(_saved_leaves(self.step_dir(step) / "state"), abstract_state)
         out = self.manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-        return out["state"]
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+        verified = self.verify(step, out["state"], record)
+        return placed_like(out["state"], abstract_state), verified
 
     def _first_intact(
         self, read: Callable[[int], Any], *, prefer: int | None, before_read: Callable[[int], None],
@@ -349,7 +355,9 @@ class Checkpointer:
         diffs = meta_differences(meta, expected_meta) if expected_meta is not None else []
         if abstract_state is not None and not diffs:
             # E.g. another optimizer: the model matches but the state does not.
-            diffs = tree_differences(_saved_leaves(where / "state"), _leaf_shapes(abstract_state))
+            # The other layer layout is no difference: the restore converts it.
+            saved = _saved_leaves(where / "state")
+            diffs = tree_differences(saved, _leaf_shapes(saved_target(saved, abstract_state)))
         if diffs:
             listing = "\n  ".join(diffs)
             raise CheckpointMismatchError(
@@ -379,8 +387,7 @@ class Checkpointer:
             found_items[step] = (meta, self.restore_data(step), self.checksums(step))
 
         def read(step: int) -> tuple[Any, bool]:
-            state = self._read_state(step, abstract_state)
-            return state, self.verify(step, state, found_items[step][2])
+            return self._read_state(step, abstract_state, found_items[step][2])
 
         found = self._first_intact(read, prefer=prefer, before_read=check)
         if found is None:
@@ -418,9 +425,10 @@ class Checkpointer:
 
         def read(step: int) -> Any:
             meta, record = found_items[step]
-            params = self.restore_params(step, abstract_params_of(meta))
+            wanted = abstract_params_of(meta)
+            params = self._read_params(step, wanted)
             self.verify(step, {"params": params}, record)
-            return params
+            return placed_like(params, wanted)
 
         found = self._first_intact(read, prefer=prefer, before_read=check)
         if found is None:
@@ -447,11 +455,16 @@ class Checkpointer:
         self.manager.reload()
 
     def restore_params(self, step: int, abstract_params: Any) -> Any:
-        """Only the parameters (for evaluation and export), unverified: see
-        `restore_params_intact`."""
+        """Only the parameters (for evaluation and export), in the layer layout
+        of `abstract_params`, unverified: see `restore_params_intact`."""
+        return placed_like(self._read_params(step, abstract_params), abstract_params)
+
+    def _read_params(self, step: int, abstract_params: Any) -> Any:
+        """The parameters in the layer layout they were saved in."""
         handler = ocp.PyTreeCheckpointer()
         path = self.directory / str(step) / "state"
-        target = {"params": abstract_params}
+        saved = [n.removeprefix("params/") for n in _saved_leaves(path) if n.startswith("params/")]
+        target = {"params": saved_target(saved, abstract_params)}
         restored = handler.restore(
             path,
             args=ocp.args.PyTreeRestore(

@@ -351,8 +351,11 @@ def _largest_layer_bytes(rows: list[ParamRow], mesh_shape: Mapping[str, int]) ->
     per_layer: dict[str, int] = {}
     for r in rows:
         parts = r.path.split("/")
-        key = "/".join(parts[:2]) if len(parts) > 2 and parts[1].startswith("layers_") else r.path
-        per_layer[key] = per_layer.get(key, 0) + r.global_bytes
+        key = "/".join(parts[:2]) if len(parts) > 2 and parts[1].startswith("layers") else r.path
+        # A scanned stack ("encoder/layers/...", leading layers axis) gathers
+        # one layer's slice per iteration.
+        size = r.global_bytes // r.shape[0] if parts[1:2] == ["layers"] else r.global_bytes
+        per_layer[key] = per_layer.get(key, 0) + size
     return max(per_layer.values(), default=0) // int(mesh_shape.get("tensor", 1))
 
 

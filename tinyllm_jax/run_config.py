@@ -50,6 +50,12 @@ EVAL_MAY_CHANGE: tuple[str, ...] = (
     "config.model.dtype", "config.model.remat", "config.model.dropout_rate",
     "config.data.data_dir", "config.data.tfds_data_dir", "config.data.use_tfds",
     "config.data.rationale_store",
+    # The synthetic task draws each split from its own stream: the size of an
+    # evaluation split changes nothing that was trained on.
+    "config.data.synthetic.valid_size", "config.data.synthetic.test_size",
+    # How the same parameters are computed: attention kernel, stacked layers
+    # (checkpoints convert between layouts), the compilation cache.
+    "config.model.attention_impl", "config.model.scan_layers", "config.train.compilation_cache",
     "config.mesh.*", "config.distributed.*",
 )
 # ... and what may change when a training run resumes.
@@ -58,6 +64,7 @@ RESUME_MAY_CHANGE: tuple[str, ...] = (
     "config.train.steps", "config.train.epochs", "config.train.log_every",
     "config.train.eval_every", "config.train.checkpoint_every", "config.train.keep_checkpoints",
     "config.train.keep_best", "config.train.async_checkpoints", "config.train.nonfinite",
+    "config.train.preemption_sync_every",
 )
 
 

@@ -179,7 +179,7 @@ def create_state(built: Built) -> TrainState:
     """A fresh sharded state: `init_from`'s weights when set, else a random init."""
     spec = built.spec
     if spec.init_from:
-        _, params = load_hf_checkpoint(spec.init_from)
+        _, params = load_hf_checkpoint(spec.init_from, scan_layers=built.model.scan_layers)
         params = _global_from_host(params, built.shardings.params)
         fn = jax.jit(lambda p: state_from_params(p, built.tx, spec.seed),
                      out_shardings=built.shardings)

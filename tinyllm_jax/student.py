@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ from flax import linen as nn
 from tinyllm_jax.checkpoint import Checkpointer
 from tinyllm_jax.data.tokenizer import load_named_tokenizer
 from tinyllm_jax.evaluation.batching import bucket_length, pad_batch
-from tinyllm_jax.evaluation.decoding import greedy_decode, strip_after_eos
+from tinyllm_jax.evaluation.decode_options import DecodeOptions
+from tinyllm_jax.evaluation.decoding import decode_rows, strip_after_eos
+from tinyllm_jax.hub import check_repo_id, push_folder, write_model_card
 from tinyllm_jax.models.hf import load_hf_checkpoint, resolve_checkpoint_dir, save_hf_checkpoint
 from tinyllm_jax.models.t5 import T5, T5Config, abstract_params
 from tinyllm_jax.tokenizers import TOKENIZER_FILES, load_tokenizer
@@ -170,16 +173,21 @@ class Student:
         return checked
 
     def generate_ids(
-        self, sequences: list[list[int]], max_new_tokens: int = 64, batch_size: int = 32
+        self, sequences: list[list[int]], max_new_tokens: int = 64, batch_size: int = 32, *,
+        num_beams: int = 1, length_penalty: float = 1.0, early_stopping: bool | str = False,
+        do_sample: bool = False, temperature: float = 1.0, top_k: int = 50, top_p: float = 1.0,
+        seed: int = 0,
     ) -> list[list[int]]:
-        """Greedy continuations of token-id inputs (each without EOS stripped)."""
+        """Continuations of token-id inputs, EOS stripped; decoding options as `generate`."""
         _check_count("Student.generate_ids", "max_new_tokens", max_new_tokens)
         _check_count("Student.generate_ids", "batch_size", batch_size)
+        options = DecodeOptions(num_beams, length_penalty, early_stopping, do_sample,
+                                temperature, top_k, top_p, seed).checked("Student.generate_ids")
         return self._generate(self._check_sequences(sequences, "Student.generate_ids"),
-                              max_new_tokens, batch_size)
+                              max_new_tokens, batch_size, options)
 
     def _generate(self, sequences: list[list[int]], max_new_tokens: int, batch_size: int,
-                  ) -> list[list[int]]:
+                  options: DecodeOptions) -> list[list[int]]:
         eos = getattr(self.tokenizer, "eos_id", 1)
         pad = getattr(self.tokenizer, "pad_id", 0)
         results: list[list[int]] = []
@@ -191,20 +199,37 @@ class Student:
             rows = batch_size if len(sequences) > batch_size else bucket_length(
                 len(chunk), cap=batch_size, minimum=1)
             tokens, segments = pad_batch(chunk, length, rows, pad)
-            out = greedy_decode(
-                self.params, jnp.asarray(tokens), jnp.asarray(segments), config=self.config,
-                max_new_tokens=max_new_tokens, eos_id=eos, pad_id=pad,
+            # Each input's number seeds its sampling stream, so its sample
+            # does not depend on batch_size.
+            row_ids = np.arange(start, start + rows, dtype=np.int32)
+            out = decode_rows(
+                self.params, jnp.asarray(tokens), jnp.asarray(segments), jnp.asarray(row_ids),
+                config=self.config, options=options, max_new_tokens=max_new_tokens,
+                eos_id=eos, pad_id=pad,
             )
             out = np.asarray(out)
             results += [strip_after_eos(out[i], eos) for i in range(len(chunk))]
         return results
 
     def generate(
-        self, texts: list[str], max_new_tokens: int = 64, batch_size: int = 32
+        self, texts: list[str], max_new_tokens: int = 64, batch_size: int = 32, *,
+        num_beams: int = 1, length_penalty: float = 1.0, early_stopping: bool | str = False,
+        do_sample: bool = False, temperature: float = 1.0, top_k: int = 50, top_p: float = 1.0,
+        seed: int = 0,
     ) -> list[str]:
-        """Greedy decoding of each text; returns the decoded strings."""
+        """The decoded continuation of each text: greedy by default.
+
+        With HF `generate`'s meanings and defaults: `num_beams > 1` is beam
+        search (token for token HF's, with `length_penalty` and
+        `early_stopping` True, False or "never"); `do_sample=True` samples
+        with `temperature`, `top_k` (0 = off) and `top_p` (1 = off), the
+        same tokens for the same `seed`. The sampling options are ignored
+        without `do_sample`, as in HF.
+        """
         _check_count("Student.generate", "max_new_tokens", max_new_tokens)
         _check_count("Student.generate", "batch_size", batch_size)
+        options = DecodeOptions(num_beams, length_penalty, early_stopping, do_sample,
+                                temperature, top_k, top_p, seed).checked("Student.generate")
         if isinstance(texts, str):
             raise ValueError("Student.generate: texts must be a list of strings, got one string "
                              "(pass [text])")
@@ -220,7 +245,7 @@ class Student:
         # model's tokenizer) is named here, by the text that showed it.
         ids = self._check_sequences([self.tokenizer.encode(t) + [eos] for t in texts],
                                     "Student.generate", "text (as encoded by the tokenizer)")
-        outs = self._generate(ids, max_new_tokens, batch_size)
+        outs = self._generate(ids, max_new_tokens, batch_size, options)
         return [self.tokenizer.decode(o) for o in outs]
 
     def save_hf(self, directory: str | os.PathLike) -> Path:
@@ -230,6 +255,18 @@ class Student:
             log.warning("the tokenizer %r has no save(): %s will hold no tokenizer files",
                         self.tokenizer, directory)
         return save_hf_checkpoint(directory, self.config, self.params, self.tokenizer)
+
+    def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None,
+                    commit_message: str = "Upload tinyllm_jax student") -> str:
+        """Upload the `save_hf` export (with a model card) to the HF Hub as
+        `repo_id` ("name" or "owner/name"; created if absent); returns the
+        commit URL. Credentials: `hf auth login`, HF_TOKEN or `token`."""
+        check_repo_id(repo_id)
+        with tempfile.TemporaryDirectory(prefix="tinyllm_jax-push-") as folder:
+            self.save_hf(folder)
+            write_model_card(folder, self.run_meta, self.checkpoint_step)
+            return push_folder(folder, repo_id, private=private, token=token,
+                               commit_message=commit_message)
 
 
 def _check_count(where: str, name: str, value: Any) -> None:

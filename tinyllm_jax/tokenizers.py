@@ -12,9 +12,8 @@
 - a Hugging Face hub id such as ``google/flan-t5-small`` (needs network or a
   warm HF cache);
 - ``"t5"`` (alias ``"flan-t5"``): the standard T5 / FLAN-T5 vocabulary, taken
-  from ``$TINYLLM_T5_VOCAB`` or a sibling ``../shared/t5-vocab`` checkout when
-  one exists, else from the hub as ``google/flan-t5-small`` (same 32,100
-  pieces).
+  from the directory ``$TINYLLM_T5_VOCAB`` names when it is set, else from the
+  hub as ``google/flan-t5-small`` (same 32,100 pieces).
 
 Every tokenizer has ``pad_id == 0`` because packing uses 0 both as padding and
 as the decoder start token (the T5 convention); ``eos_id`` is 1 for every T5
@@ -281,13 +280,24 @@ def _from_hub(spec: str) -> HFTokenizer:
 
 
 def _t5_vocab() -> Tokenizer:
-    candidates = [os.environ.get(T5_VOCAB_ENV, "")]
-    # Developer checkouts sit next to a read-only ../shared with the vocab.
-    candidates.append(str(Path(__file__).resolve().parents[1].parent / "shared" / "t5-vocab"))
-    for c in candidates:
-        if c and Path(c).is_dir():
-            return _from_directory(Path(c))
-    return _from_hub(T5_HUB_ID)
+    # Only the environment variable, never a path guessed next to the
+    # package: what a run reads must not depend on where it was installed.
+    local = os.environ.get(T5_VOCAB_ENV, "").strip()
+    if local:
+        if not Path(local).expanduser().is_dir():
+            raise TokenizerError(
+                f"${T5_VOCAB_ENV}={local!r} is not a directory; point it at a directory "
+                "holding the T5 vocabulary (tokenizer.json or spiece.model), or unset it to "
+                f"download {T5_HUB_ID}'s from the hub"
+            )
+        return _from_directory(Path(local).expanduser())
+    try:
+        return _from_hub(T5_HUB_ID)
+    except TokenizerError as e:
+        raise TokenizerError(
+            f"{e}\nOffline, set ${T5_VOCAB_ENV} to a directory holding the T5 vocabulary "
+            "(tokenizer.json or spiece.model)"
+        ) from e
 
 
 def load_tokenizer(spec: str | os.PathLike) -> Tokenizer:

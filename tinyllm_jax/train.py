@@ -26,6 +26,7 @@ from tinyllm_jax import progress as progress_lib
 from tinyllm_jax import run_config, tracking
 from tinyllm_jax import setup as setup_lib
 from tinyllm_jax.atomic import write_json_atomic
+from tinyllm_jax.compile_cache import enable_compilation_cache
 from tinyllm_jax.data.bundle import load_data
 from tinyllm_jax.data.features import ANSWER_TASK, task_names
 from tinyllm_jax.data.iterator import BatchIterator
@@ -36,6 +37,7 @@ from tinyllm_jax.evaluation.run import evaluate_run_split
 from tinyllm_jax.evaluation.scoring import accuracy_text
 from tinyllm_jax.preemption import Preemption
 from tinyllm_jax.spec import RunSpec, TrainSpec, parse
+from tinyllm_jax.stop_agreement import StopAgreement
 from tinyllm_jax.workdir import TRAIN_DIRS, TRAIN_FILES, WorkdirError, prepare_output_dir
 
 log = logging.getLogger(__name__)
@@ -141,6 +143,9 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption,
     workdir_path = Path(workdir)
     is_main = jax.process_index() == 0
     mesh = setup_lib.run_mesh(spec)
+    cache = enable_compilation_cache(spec.train.compilation_cache, workdir)
+    if cache is not None and is_main:
+        print(f"persistent compilation cache: {cache}", flush=True)
     # Before any data is read: a resume with a changed config is refused here.
     if (changed := run_config.start_training(workdir, spec)) and is_main:
         print(f"resuming with a changed config: {run_config.changes_text(changed)}", flush=True)
@@ -235,6 +240,7 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption,
     batch = first
     step = start
     status = "completed"
+    stop = StopAgreement(preempt, train.preemption_sync_every)
     with preempt.saving():
         while step < total:
             if step > start:
@@ -294,7 +300,7 @@ def _train_and_evaluate(spec: RunSpec, workdir: str, preempt: Preemption,
             if step % train.checkpoint_every == 0 or step == total or evals:
                 save(step, evals)
                 last_saved = step
-            if preempt.requested:
+            if stop.should_stop(step):
                 if last_saved != step:
                     save(step, None, force=True)
                 status = "interrupted" if preempt.reason == "SIGINT" else "preempted"

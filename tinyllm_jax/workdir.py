@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 # What a training run writes into its workdir.
-TRAIN_DIRS = ("checkpoints", "checkpoints_damaged", "tb", "wandb", "profile")
+TRAIN_DIRS = ("checkpoints", "checkpoints_damaged", "tb", "wandb", "profile", "compilation_cache")
 TRAIN_FILES = ("config.json", "metrics.jsonl", "summary.json", "training.png", "wandb_run_id")
 # Room left below PATH_MAX for what goes under the workdir (Orbax's
 # `<step>.orbax-checkpoint-tmp-<n>/state/ocdbt.process_0/d/<hash>` paths).

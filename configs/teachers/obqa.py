@@ -19,66 +19,8 @@ chain of thought for comparison: `--config.prompt.teacher_forcing=False` with
 another `--config.out_dir`.
 """
 
-import ml_collections
-
-from tinyllm_jax.teachers.config import base_config, teacher
-
-_DEFAULTS = {
-    "data_dir": "../shared/data/tinyllm",
-    "device": "cuda",
-    "flan": "google/flan-t5-xl",
-    "llama": "meta-llama/Llama-2-7b-chat-hf",
-}
+from tinyllm_jax.teachers.paper import paper_config
 
 
-def _args(arg: str | None) -> dict:
-    out = dict(_DEFAULTS)
-    for item in filter(None, (arg or "").split(",")):
-        key, sep, value = item.partition("=")
-        if not sep or key not in out:
-            raise ValueError(f"config argument {item!r}: expected KEY=VALUE with KEY in {sorted(out)}")
-        out[key] = value
-    return out
-
-
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = _args(arg)
-    config = base_config()
-    config.data = ml_collections.ConfigDict(
-        {
-            "name": "obqa",
-            "data_dir": args["data_dir"],
-            "rationale_store": "",
-            "use_tfds": False,
-            # The published FLAN-T5 rationales are what the in-context
-            # examples show as worked reasoning.
-            "teachers": ("flan",),
-            "label_source": "gold",
-            "drop_disagreeing": False,
-        }
-    )
-    config.prompt.demo_rationale = "flan"
-    config.teachers = ml_collections.ConfigDict(
-        {
-            "flan_t5_xl": teacher(
-                args["flan"],
-                kind="seq2seq",
-                template="plain",
-                device_map=args["device"],
-                dtype="bfloat16",
-                batch_size=32,
-                generation={"max_new_tokens": 128},
-            ),
-            "llama2_7b_chat": teacher(
-                args["llama"],
-                kind="causal",
-                template="auto",  # the tokenizer's chat template
-                backend="auto",  # vLLM when installed, else HF
-                device_map=args["device"],
-                dtype="bfloat16",
-                batch_size=16,
-                generation={"max_new_tokens": 256},
-            ),
-        }
-    )
-    return config
+def get_config(arg: str | None = None):
+    return paper_config("obqa", arg)

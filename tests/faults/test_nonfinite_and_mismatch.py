@@ -3,7 +3,8 @@ non-finite steps under both policies, and a workdir of another configuration.
 
 The NaN comes from a learning rate of 1e30 after resuming at step 24: step
 25 is still finite but throws the parameters to ~1e30, so step 26's loss is
-not. (The optimizer is not part of the run meta, so the resume is allowed.)
+not. (The optimizer is not part of the run meta, so with the saved config.json
+removed the resume is allowed.)
 """
 
 from __future__ import annotations
@@ -22,8 +23,14 @@ HUGE_LR = "--config.optimizer.lr=1e30"
 
 
 def _copy(reference: Path, tmp_path: Path) -> Path:
+    """The reference workdir without its saved config.json: these tests drive
+    what lies behind that first check (a resume with another lr; the
+    checkpoint's own run description and array layout), as for a workdir
+    written before config.json existed. tests/test_run_config.py covers the
+    saved-config refusal itself."""
     workdir = tmp_path / "wd"
     shutil.copytree(reference, workdir)
+    (workdir / "config.json").unlink()
     return workdir
 
 

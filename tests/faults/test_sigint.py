@@ -109,8 +109,10 @@ def test_sigint_during_eval_stops_and_writes_nothing(
     workdir = tmp_path / "wd"
     shutil.copytree(reference, workdir)
     before = harness.tree_of(workdir)
-    args = [*harness.train_args(workdir)[:5], "--mode=eval", "--split=valid",
-            "--config.data.synthetic.valid_size=512"]  # 32 batches: time to interrupt
+    # The saved config with a bigger valid split (32 batches: time to interrupt).
+    args = [*harness.train_args(workdir)[:3], f"--config=configs/workdir/saved.py:{workdir}",
+            f"--workdir={workdir}", "--mode=eval", "--split=valid",
+            "--config.data.synthetic.valid_size=512"]
     run = harness.launch(workdir, tmp_path / "eval.log", args,
                          harness.subprocess_env(compile_cache))
     seconds = _interrupt_when(run, lambda: "evaluating valid" in run.log())

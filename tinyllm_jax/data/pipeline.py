@@ -22,8 +22,10 @@ from tinyllm_jax.data.features import TaskFeature, build_task_features, feature_
 from tinyllm_jax.data.iterator import BatchIterator
 from tinyllm_jax.data.labels import apply_label_options
 from tinyllm_jax.data.packing import auto_packed_lengths
+from tinyllm_jax.data.rationale_then_answer import build_rationale_then_answer_features
 from tinyllm_jax.data.report import DataReport
 from tinyllm_jax.data.store import has_store_file, read_store, store_path
+from tinyllm_jax.data.table import read_table_split
 from tinyllm_jax.data.teacher_outputs import store_outputs
 from tinyllm_jax.data.tinyllm import read_split
 from tinyllm_jax.data.tinyllm_files import Question
@@ -33,7 +35,7 @@ from tinyllm_jax.tokenizers import Tokenizer
 
 
 def load_examples(data: DataSpec, split: str) -> tuple[list[Example], DataReport]:
-    """One split as Examples: synthetic, TinyLLM files (+ store) or TFDS."""
+    """One split as Examples: synthetic, your own table, TinyLLM files (+ store) or TFDS."""
     if data.name == "synthetic":
         # Programmatic teachers come from the generator; any other teacher
         # name is read from the rationale store and joined by example id.
@@ -47,15 +49,30 @@ def load_examples(data: DataSpec, split: str) -> tuple[list[Example], DataReport
             examples, data.teachers, label_source=data.label_source,
             drop_disagreeing=data.drop_disagreeing, report=report,
         )
+    elif data.table.format:
+        report = DataReport()
+        examples = read_table_split(data.table, data.name, split, data.teachers, report)
+        stored = tuple(t for t, c in zip(data.teachers, data.table.rationales) if not c)
+        if stored:
+            examples = _join_store(data, examples, stored, split, report)
+        examples = apply_label_options(
+            examples, data.teachers, label_source=data.label_source,
+            drop_disagreeing=data.drop_disagreeing, report=report,
+        )
+        report.add("examples", len(examples))
     else:
         if not data.data_dir:
             raise ValueError(
                 f"config.data.data_dir is not set: dataset {data.name!r} is read from a TinyLLM "
-                "data root such as ../shared/data/tinyllm (or use name='synthetic')"
+                "data root (or use name='synthetic', or config.data.table for your own files)"
             )
         store_dir = data.rationale_store or None
         if data.use_tfds:
-            from tinyllm_jax.data.tfds_builders import load_tfds_split
+            try:
+                from tinyllm_jax.data.tfds_builders import load_tfds_split
+            except ImportError as e:
+                # A ValueError: the command line reports it as one line.
+                raise ValueError(f"config.data.use_tfds=True: {e}") from None
 
             examples, report = load_tfds_split(
                 data.name, split, data.tfds_data_dir, data.data_dir, data.teachers,
@@ -86,14 +103,14 @@ def _join_store(
     data: DataSpec, examples: list[Example], teachers: tuple[str, ...], split: str,
     report: DataReport,
 ) -> list[Example]:
-    """Add rationale-store teachers to generated examples, in config order."""
+    """Add rationale-store teachers to generated or table examples, in config order."""
     questions = [Question(e.id, e.question, e.choices, e.answer, i) for i, e in enumerate(examples)]
     outputs = {}
     for t in teachers:
-        path = store_path(data.rationale_store, "synthetic", t, split)
+        path = store_path(data.rationale_store, data.name, t, split)
         if not has_store_file(path):
             raise ValueError(f"{path}: no rationale store file for teacher {t!r}, split {split!r}")
-        outputs[t] = store_outputs(t, read_store(path), questions, "synthetic/" + split, report,
+        outputs[t] = store_outputs(t, read_store(path), questions, f"{data.name}/{split}", report,
                                    mismatch=data.store_mismatch)
     joined = []
     for i, e in enumerate(examples):
@@ -117,7 +134,13 @@ def build_features(
     *,
     tasks: Sequence[int] | None = None,
 ) -> tuple[list[TaskFeature], DataReport]:
-    """Tokenized pairs for every task (or `tasks`), with the spec's prefixes/limits."""
+    """Tokenized pairs for every task (or `tasks`), with the spec's prefixes/limits;
+    in `student_mode="rationale_then_answer"` that mode's one-task pairs."""
+    if data.student_mode == "rationale_then_answer":
+        return build_rationale_then_answer_features(
+            examples, tokenizer, teachers=data.teachers, answer_prefix=data.answer_prefix,
+            max_input_len=data.max_input_len, max_target_len=data.max_target_len, tasks=tasks,
+        )
     return build_task_features(
         examples, tokenizer, teachers=data.teachers, answer_prefix=data.answer_prefix,
         teacher_prefixes=data.teacher_prefixes or None, max_input_len=data.max_input_len,

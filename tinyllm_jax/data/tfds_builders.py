@@ -27,8 +27,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import tensorflow_datasets as tfds
-from etils import epath
+
+try:
+    import tensorflow_datasets as tfds
+    from etils import epath
+except ImportError as _missing:
+    # An optional dependency: only the TFDS builders and config.data.use_tfds need it.
+    raise ImportError(
+        f"the TFDS builders need TensorFlow Datasets and array-record ({_missing}); "
+        "install them with: pip install 'tinyllm_jax[tfds]'"
+    ) from _missing
 
 from tinyllm_jax.data.errors import DataError
 from tinyllm_jax.data.example import Example

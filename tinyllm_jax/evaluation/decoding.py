@@ -1,4 +1,8 @@
-"""Jitted greedy decoding with a KV cache.
+"""Jitted greedy decoding with a KV cache, and the one entry to every decoder.
+
+`decode_rows` runs greedy decoding, beam search (beam_search.py) or
+sampling (sampling.py) as `DecodeOptions` ask; `decode_features` decodes an
+eval set with it.
 
 One compiled program per (model config, batch size, input length,
 max_new_tokens): the token loop is a `lax.while_loop` over a fixed-size
@@ -20,11 +24,16 @@ from jax.experimental import multihost_utils
 
 from tinyllm_jax.data.features import TaskFeature
 from tinyllm_jax.evaluation.batching import eval_batches, eval_order
-from tinyllm_jax.models.t5 import T5, T5Config
+from tinyllm_jax.evaluation.beam_search import beam_search
+from tinyllm_jax.evaluation.decode_options import DecodeOptions
+from tinyllm_jax.evaluation.decoder_step import decode_step, encode
+from tinyllm_jax.evaluation.sampling import sample_decode
+from tinyllm_jax.models.t5 import T5Config
 from tinyllm_jax.progress import Progress
 from tinyllm_jax.sharding import global_batch
 
 Array = jax.Array
+GREEDY = DecodeOptions()
 
 
 @functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "eos_id", "pad_id"))
@@ -43,20 +52,13 @@ def greedy_decode(
     Tokens after a row's EOS are `pad_id`, as in HF `generate` (which also
     prepends the decoder start token; this does not).
     """
-    model = T5(config)
-    variables = {"params": params}
     batch = encoder_input_tokens.shape[0]
-    encoded = model.apply(
-        variables, encoder_input_tokens, encoder_segment_ids, method=T5.encode
-    )
+    encoded = encode(params, config, encoder_input_tokens, encoder_segment_ids)
 
     def step(cache: Any, tokens: Array, index: Array) -> tuple[Array, Any]:
-        state = {**variables, "cache": cache} if cache is not None else variables
-        logits, mutated = model.apply(
-            state, encoded, encoder_segment_ids, tokens[:, None], None, False, True,
-            index, max_new_tokens, mutable=["cache"], method=T5.decode,
-        )
-        return jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32), mutated["cache"]
+        logits, cache = decode_step(params, config, encoded, encoder_segment_ids, cache,
+                                    tokens, index, max_new_tokens)
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32), cache
 
     # The first step creates the cache (and projects the encoder output once
     # for cross-attention); the loop then reuses it with fixed shapes.
@@ -80,6 +82,31 @@ def greedy_decode(
     return out
 
 
+def decode_rows(
+    params: Any, encoder_input_tokens: Array, encoder_segment_ids: Array, row_ids: Array, *,
+    config: T5Config, options: DecodeOptions, max_new_tokens: int, eos_id: int = 1,
+    pad_id: int = 0,
+) -> Array:
+    """int32 [batch, max_new_tokens] continuations decoded as `options` ask (pad
+    after EOS); beam search returns each row's best hypothesis. `row_ids`
+    [batch] are the rows' global numbers, which seed their sampling streams."""
+    if options.mode == "beam":
+        return beam_search(
+            params, encoder_input_tokens, encoder_segment_ids, config=config,
+            max_new_tokens=max_new_tokens, num_beams=options.num_beams,
+            length_penalty=options.length_penalty, early_stopping=options.early_stopping,
+            eos_id=eos_id, pad_id=pad_id,
+        ).sequences[:, 0]
+    if options.mode == "sample":
+        return sample_decode(
+            params, encoder_input_tokens, encoder_segment_ids, row_ids,
+            jax.random.key(options.seed), options.temperature, options.top_k, options.top_p,
+            config=config, max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id,
+        )
+    return greedy_decode(params, encoder_input_tokens, encoder_segment_ids, config=config,
+                         max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id)
+
+
 def strip_after_eos(row: Sequence[int] | np.ndarray, eos_id: int = 1) -> list[int]:
     """Tokens before the first EOS."""
     ids = [int(t) for t in row]
@@ -89,9 +116,10 @@ def strip_after_eos(row: Sequence[int] | np.ndarray, eos_id: int = 1) -> list[in
 def decode_features(
     params: Any, config: T5Config, features: Sequence[TaskFeature], *, mesh: Any,
     batch_size: int, max_new_tokens: int, eos_id: int, pad_id: int = 0, by_length: bool = True,
-    desc: str | None = None,
+    options: DecodeOptions = GREEDY, desc: str | None = None,
 ) -> dict[str, list[int]]:
-    """Greedy outputs for answer-task features, keyed by example id.
+    """Decoded outputs (greedy unless `options` say otherwise) for answer-task
+    features, keyed by example id.
 
     `by_length` batches the pairs shortest first, each batch padded to its
     own bucketed length (batching.eval_batches): far less encoder and
@@ -105,20 +133,24 @@ def decode_features(
                   leave=False) as bar:
         _decode_batches(params, config, batches, order, outputs, bar, mesh=mesh,
                         batch_size=batch_size, max_new_tokens=max_new_tokens, eos_id=eos_id,
-                        pad_id=pad_id)
+                        pad_id=pad_id, options=options)
     return outputs
 
 
 def _decode_batches(params: Any, config: T5Config, batches: Any, order: list[str],
                     outputs: dict[str, list[int]], bar: Progress, *, mesh: Any, batch_size: int,
-                    max_new_tokens: int, eos_id: int, pad_id: int) -> None:
+                    max_new_tokens: int, eos_id: int, pad_id: int,
+                    options: DecodeOptions) -> None:
     for b, eb in enumerate(batches):
-        arrays = global_batch(
-            {k: eb.batch[k] for k in ("encoder_input_tokens", "encoder_segment_ids")}, mesh
-        )
-        out = greedy_decode(
+        local = {k: eb.batch[k] for k in ("encoder_input_tokens", "encoder_segment_ids")}
+        # Global row numbers (this host's contiguous share of batch b).
+        first = b * batch_size + jax.process_index() * len(eb.example_ids)
+        local["row_ids"] = np.arange(first, first + len(eb.example_ids), dtype=np.int32)
+        arrays = global_batch(local, mesh)
+        out = decode_rows(
             params, arrays["encoder_input_tokens"], arrays["encoder_segment_ids"],
-            config=config, max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id,
+            arrays["row_ids"], config=config, options=options, max_new_tokens=max_new_tokens,
+            eos_id=eos_id, pad_id=pad_id,
         )
         rows = np.asarray(multihost_utils.process_allgather(out, tiled=True))
         # Global row r of batch b is feature b*batch_size + r (hosts hold

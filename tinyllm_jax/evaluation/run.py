@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,12 @@ from tinyllm_jax.atomic import write_json_atomic
 from tinyllm_jax.checkpoint import CheckpointMismatchError, meta_differences
 from tinyllm_jax.data.bundle import DataBundle, load_data
 from tinyllm_jax.dirlock import holder_of
+from tinyllm_jax.evaluation.decode_options import options_of
 from tinyllm_jax.evaluation.predictions import write_predictions
+from tinyllm_jax.evaluation.rationale_then_answer import evaluate_rationale_then_answer
 from tinyllm_jax.evaluation.scoring import accuracy_text
 from tinyllm_jax.evaluation.split import evaluate_split, generate_rationales, max_new_tokens_for
+from tinyllm_jax.models.layer_stacking import to_layout
 from tinyllm_jax.models.t5 import T5Config
 from tinyllm_jax.preemption import Preemption
 from tinyllm_jax.spec import RUNTIME_MODEL_FIELDS, RunSpec, parse
@@ -33,12 +37,22 @@ def evaluate_run_split(
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """(metrics, prediction rows) of one of the bundle's eval splits, as the spec asks."""
     examples = bundle.eval_examples[split]
+    if spec.data.student_mode == "rationale_then_answer":
+        # The generation holds rationale + separator + answer: as long as a
+        # training target may be, unless eval.max_new_tokens says otherwise.
+        return evaluate_rationale_then_answer(
+            params, config, bundle.eval_features[split], examples, bundle.tokenizer, mesh,
+            batch_size=spec.eval.batch_size,
+            max_new_tokens=spec.eval.max_new_tokens or spec.data.max_target_len,
+            by_length=spec.eval.by_length, rank=spec.eval.rank_choices,
+        )
     return evaluate_split(
         params, config, bundle.eval_features[split], examples, bundle.tokenizer, mesh,
         batch_size=spec.eval.batch_size,
         max_new_tokens=max_new_tokens_for(examples, bundle.tokenizer, spec.eval.max_new_tokens),
         by_length=spec.eval.by_length, rank=spec.eval.rank_choices,
         desc=f"eval {split}" if spec.train.progress_bar else None,
+        options=options_of(spec.eval),
     )
 
 
@@ -78,7 +92,8 @@ def _evaluate_workdir(spec: RunSpec, workdir_path: Path, split: str, which: str
         raise CheckpointMismatchError(
             f"{workdir_path / 'checkpoints' / str(student.checkpoint_step)} was written by a "
             f"different configuration; refusing to evaluate it with this one:\n  {listing}")
-    params, step = student.params, student.checkpoint_step
+    # The student is built unrolled; this run's config may ask for scanned layers.
+    params, step = to_layout(student.params, model.scan_layers), student.checkpoint_step
     if jax.process_index() == 0:
         print(f"evaluating {split} ({len(bundle.eval_examples[split])} examples) with "
               f"{workdir_path / 'checkpoints' / str(step)}", flush=True)
@@ -90,12 +105,15 @@ def _evaluate_workdir(spec: RunSpec, workdir_path: Path, split: str, which: str
                 params, model, bundle.eval_examples[split], prefix=prefix,
                 tokenizer=bundle.tokenizer, mesh=mesh, batch_size=spec.eval.batch_size,
                 max_input_len=spec.data.max_input_len, max_new_tokens=spec.data.max_target_len,
+                options=options_of(spec.eval),
             )
             for ex_id, text in texts.items():
                 if ex_id in by_id:
                     by_id[ex_id][f"rationale_{teacher}"] = text
     write_predictions(workdir_path / f"predictions_{split}.jsonl", rows)
-    result = {"split": split, "step": step, **m}
+    # How the answers were decoded belongs with the accuracy it gave.
+    result = {"split": split, "step": step, **m,
+              "decoding": dataclasses.asdict(options_of(spec.eval))}
     if jax.process_index() == 0:
         print(f"{split}: {accuracy_text(m)} on {int(m['examples'])} examples at checkpoint "
               f"step {step}", flush=True)

@@ -21,6 +21,7 @@ from flax import linen as nn
 
 from tinyllm_jax.atomic import write_bytes_atomic, write_json_atomic
 from tinyllm_jax.models.hf_config import CheckpointError, config_from_hf, config_to_hf, read_json
+from tinyllm_jax.models.layer_stacking import to_layout, unstack_layers
 from tinyllm_jax.models.t5 import T5Config, abstract_params
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ def _t(x: np.ndarray) -> np.ndarray:
 
 
 def _entries(cfg: T5Config) -> list[_Entry]:
+    """The mapping in the unrolled layout (`layers_{i}`); scanned params are
+    converted before writing and after reading (models/layer_stacking.py)."""
     h, dk, d = cfg.num_heads, cfg.d_kv, cfg.d_model
 
     def qkv_in(x: np.ndarray) -> np.ndarray:  # HF [h*dk, d] -> ours [d, h, dk]
@@ -257,7 +260,8 @@ def load_hf_config(path_or_id: str | os.PathLike) -> T5Config:
 def load_hf_checkpoint(
     path_or_id: str | os.PathLike, **config_overrides: Any
 ) -> tuple[T5Config, Params]:
-    """(config, params) from an HF T5 directory; params are float32 numpy.
+    """(config, params) from an HF T5 directory; params are float32 numpy, in
+    the layout of the config's `scan_layers` (which an override may set).
 
     Every missing, unexpected or mis-shaped tensor is collected first and
     reported in one error, so a user fixes the checkpoint in one go.
@@ -313,7 +317,7 @@ def load_hf_checkpoint(
             f"{directory}: checkpoint does not match its config.json "
             f"({len(problems)} problem(s)):\n  {listing}"
         )
-    return cfg, params
+    return cfg, to_layout(params, cfg.scan_layers)
 
 
 def _expected_shape(cfg: T5Config, path: tuple[str, ...]) -> tuple[int, ...]:
@@ -327,7 +331,7 @@ _ABSTRACT_CACHE: dict[T5Config, Any] = {}
 
 
 def _abstract_unboxed(cfg: T5Config) -> Any:
-    key = cfg.replace(dtype="float32", remat="none", dropout_rate=0.0)
+    key = cfg.replace(dtype="float32", remat="none", dropout_rate=0.0, scan_layers=False)
     if key not in _ABSTRACT_CACHE:
         _ABSTRACT_CACHE[key] = nn.meta.unbox(abstract_params(key))
     return _ABSTRACT_CACHE[key]
@@ -337,8 +341,8 @@ def _abstract_unboxed(cfg: T5Config) -> Any:
 
 
 def hf_state_dict(cfg: T5Config, params: Params) -> dict[str, np.ndarray]:
-    """Our params as HF-named float32 numpy tensors."""
-    params = nn.meta.unbox(params)
+    """Our params (either layout) as HF-named float32 numpy tensors."""
+    params = unstack_layers(nn.meta.unbox(params))
     out: dict[str, np.ndarray] = {}
     for e in _entries(cfg):
         node = params

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from tinyllm_jax.models import layers
+from tinyllm_jax.models import attention_kernels, layers
 from tinyllm_jax.models.t5_config import T5Config
 
 Array = jax.Array
@@ -52,7 +52,7 @@ class Attention(nn.Module):
         x: Array,
         kv_input: Array,
         bias: Array | None,
-        mask: Array | None,
+        mask: attention_kernels.SegmentMask | Array | None,
         *,
         decode: bool = False,
         decode_index: Array | None = None,
@@ -79,14 +79,20 @@ class Attention(nn.Module):
         else:
             k, v = project(kv_input, wk), project(kv_input, wv)
             score_spec, ctx_spec = "bqhk,bshk->bhqs", "bhqs,bshk->bqhk"
-        scores = jnp.einsum(score_spec, q, k).astype(jnp.float32)
+        if attention_kernels.uses_kernel(cfg.attention_impl, decode):
+            ctx = attention_kernels.attend(cfg.attention_impl, q, k, v, bias, mask,
+                                           dropout_active=enable_dropout and cfg.dropout_rate > 0)
+            return layers.constrain(layers.dense(ctx, wo, 2, dt), ("batch", "length", "embed"))
+        mask = attention_kernels.dense_mask(mask)
+        # bf16 operands, float32 accumulation and scores; softmax in float32.
+        scores = layers.einsum(score_spec, q, k, dt)
         if bias is not None:
             scores = layers.add_shared_bias(scores, bias)
         if mask is not None:
             scores = jnp.where(mask, scores, _MASK_VALUE)
         probs = jax.nn.softmax(scores, axis=-1)
         probs = layers.Dropout(cfg.dropout_rate)(probs, deterministic=not enable_dropout)
-        ctx = jnp.einsum(ctx_spec, probs.astype(dt), v)
+        ctx = layers.einsum(ctx_spec, probs, v, dt).astype(dt)
         out = layers.dense(ctx, wo, 2, dt)
         return layers.constrain(out, ("batch", "length", "embed"))
 
@@ -191,14 +197,70 @@ class DecoderLayer(nn.Module):
         return layers.constrain(x, ("batch", "length", "embed"))
 
 
+def _remat_policy(cfg: T5Config) -> Callable[..., bool] | None:
+    if cfg.remat == "dots":
+        return jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+    return None
+
+
 def _remat(layer_cls: type[nn.Module], cfg: T5Config, static_argnums: tuple[int, ...]) -> Any:
     if cfg.remat == "none":
         return layer_cls
-    policy = None
-    if cfg.remat == "dots":
-        policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
     # static_argnums count `self` as 0 under nn.remat.
-    return nn.remat(layer_cls, policy=policy, static_argnums=static_argnums)
+    return nn.remat(layer_cls, policy=_remat_policy(cfg), static_argnums=static_argnums)
+
+
+# --- scanned stacks (config.scan_layers) ---------------------------------------
+# The scan body must map (carry, *broadcast) -> (carry, per-step output) and
+# take only arrays, so these subclasses hold the Python switches as fields
+# and call the unchanged layer. Their parameters live exactly where the
+# layer's do, with a leading `layers` axis (models/layer_stacking.py converts
+# between that and the unrolled `layers_{i}` layout).
+
+
+class _ScanEncoderLayer(EncoderLayer):
+    enable_dropout: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array, bias: Array, mask: Array) -> tuple[Array, None]:  # type: ignore[override]
+        return EncoderLayer.__call__(self, x, bias, mask, self.enable_dropout), None
+
+
+class _ScanDecoderLayer(DecoderLayer):
+    enable_dropout: bool = False
+    decode: bool = False
+    max_decode_len: int | None = None
+
+    @nn.compact
+    def __call__(  # type: ignore[override]
+        self, x: Array, encoded: Array, self_bias: Array, self_mask: Array, cross_mask: Array,
+        decode_index: Array | None,
+    ) -> tuple[Array, None]:
+        y = DecoderLayer.__call__(
+            self, x, encoded, self_bias, self_mask, cross_mask, self.enable_dropout,
+            self.decode, decode_index, self.max_decode_len,
+        )
+        return y, None
+
+
+def _scanned(body: type[nn.Module], cfg: T5Config, length: int, n_broadcast: int) -> Any:
+    """`body` scanned `length` times: parameters and KV caches stacked on
+    axis 0 (logical name `layers`, unsharded), a fresh dropout key per layer,
+    and the remat policy applied to each layer (inside the loop), so the
+    backward pass keeps one layer's residuals at a time."""
+    if cfg.remat != "none":
+        # Scan already stops XLA from merging the recomputation with the
+        # forward pass, which is what prevent_cse guards against unrolled.
+        body = nn.remat(body, policy=_remat_policy(cfg), prevent_cse=False)
+    return nn.scan(
+        body,
+        # "intermediates": values sown or captured inside a layer, one per layer.
+        variable_axes={"params": 0, "cache": 0, "intermediates": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=(nn.broadcast,) * n_broadcast,
+        length=length,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )
 
 
 class Encoder(nn.Module):
@@ -213,12 +275,14 @@ class Encoder(nn.Module):
         x = layers.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
         pos = jnp.arange(tokens.shape[1])
         bias = layers.RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(pos, pos)[None]
-        mask = (segment_ids[:, None, :, None] == segment_ids[:, None, None, :]) & (
-            segment_ids[:, None, None, :] > 0
-        )
-        layer_cls = _remat(EncoderLayer, cfg, static_argnums=(4,))
-        for i in range(cfg.num_layers):
-            x = layer_cls(cfg, name=f"layers_{i}")(x, bias, mask, enable_dropout)
+        mask = attention_kernels.SegmentMask(segment_ids, segment_ids)
+        if cfg.scan_layers:
+            stack = _scanned(_ScanEncoderLayer, cfg, cfg.num_layers, n_broadcast=2)
+            x, _ = stack(cfg, enable_dropout=enable_dropout, name="layers")(x, bias, mask)
+        else:
+            layer_cls = _remat(EncoderLayer, cfg, static_argnums=(4,))
+            for i in range(cfg.num_layers):
+                x = layer_cls(cfg, name=f"layers_{i}")(x, bias, mask, enable_dropout)
         x = layers.LayerNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="encoder_norm")(x)
         return layers.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
 
@@ -246,19 +310,22 @@ class Decoder(nn.Module):
         else:
             pos = jnp.arange(tokens.shape[1])
             self_bias = relpos(pos, pos)[None]
-            causal = pos[None, :] <= pos[:, None]
-            self_mask = causal[None, None] & (
-                segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
-            )
-        cross_mask = (segment_ids[:, None, :, None] == encoder_segment_ids[:, None, None, :]) & (
-            encoder_segment_ids[:, None, None, :] > 0
-        )
-        layer_cls = _remat(DecoderLayer, cfg, static_argnums=(6, 7, 9))
-        for i in range(cfg.n_decoder_layers):
-            x = layer_cls(cfg, name=f"layers_{i}")(
-                x, encoded, self_bias, self_mask, cross_mask, enable_dropout, decode,
-                decode_index, max_decode_len,
-            )
+            self_mask = attention_kernels.SegmentMask(
+                segment_ids, segment_ids, causal=True, skip_pad_keys=False)
+        cross_mask = attention_kernels.SegmentMask(segment_ids, encoder_segment_ids)
+        if cfg.scan_layers:
+            stack = _scanned(_ScanDecoderLayer, cfg, cfg.n_decoder_layers, n_broadcast=5)
+            x, _ = stack(
+                cfg, enable_dropout=enable_dropout, decode=decode, max_decode_len=max_decode_len,
+                name="layers",
+            )(x, encoded, self_bias, self_mask, cross_mask, decode_index)
+        else:
+            layer_cls = _remat(DecoderLayer, cfg, static_argnums=(6, 7, 9))
+            for i in range(cfg.n_decoder_layers):
+                x = layer_cls(cfg, name=f"layers_{i}")(
+                    x, encoded, self_bias, self_mask, cross_mask, enable_dropout, decode,
+                    decode_index, max_decode_len,
+                )
         x = layers.LayerNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="decoder_norm")(x)
         x = layers.Dropout(cfg.dropout_rate)(x, deterministic=not enable_dropout)
         if cfg.scales_decoder_outputs:
@@ -270,7 +337,7 @@ class Decoder(nn.Module):
                 self, "logits_dense", layers.normal_init(cfg.d_model**-0.5),
                 (cfg.d_model, cfg.vocab_size), ("embed", "vocab"),
             )
-            logits = x.astype(cfg.compute_dtype) @ w.astype(cfg.compute_dtype)
+            logits = layers.matmul(x, w, cfg.compute_dtype)
         return layers.constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
 
 
@@ -296,7 +363,7 @@ class Embed(nn.Module):
         return jnp.take(table, tokens, axis=0)
 
     def attend(self, x: Array) -> Array:
-        return x @ self.embedding.astype(x.dtype).T
+        return layers.matmul(x, self.embedding.T, x.dtype)
 
 
 def _default_segments(tokens: Array, segment_ids: Array | None) -> Array:

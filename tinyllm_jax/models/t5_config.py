@@ -10,7 +10,9 @@ import jax.numpy as jnp
 
 # Fields that change how the model runs, not its parameters: they may differ
 # between a checkpoint and the run that restores it.
-RUNTIME_MODEL_FIELDS = ("dtype", "remat", "scan_layers", "dropout_rate")
+RUNTIME_MODEL_FIELDS = ("dtype", "remat", "scan_layers", "dropout_rate", "attention_impl")
+# How attention is computed (models/attention_kernels.py); "xla" is the inline path.
+ATTENTION_IMPLEMENTATIONS = ("xla", "dot_product", "pallas_flash")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +40,10 @@ class T5Config:
     dtype: str = "float32"
     # "none", "full" (recompute each layer) or "dots" (save matmul outputs).
     remat: str = "none"
+    # Run each stack as a scan over layers (parameters stacked on a leading
+    # `layers` axis): one layer is compiled instead of all of them.
     scan_layers: bool = False
+    attention_impl: str = "xla"  # one of ATTENTION_IMPLEMENTATIONS
 
     def __post_init__(self) -> None:
         if self.feed_forward_proj not in ("relu", "gated-gelu"):
@@ -47,13 +52,9 @@ class T5Config:
             )
         if self.remat not in ("none", "full", "dots"):
             raise ValueError(f"remat must be 'none', 'full' or 'dots', got {self.remat!r}")
-        if self.scan_layers:
-            # Scanning stacks the layers' parameters along a new axis, which
-            # the HF mapping (models/hf.py) and checkpoints do not handle yet.
-            raise ValueError(
-                "scan_layers=True is not implemented yet; set config.model.scan_layers=False "
-                "(use remat='full' to cut activation memory instead)"
-            )
+        if self.attention_impl not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"attention_impl must be one of {list(ATTENTION_IMPLEMENTATIONS)}, "
+                             f"got {self.attention_impl!r}")
         for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"T5Config.{name} must be positive, got {getattr(self, name)}")

@@ -99,7 +99,7 @@ def interval_text(lo: float | None, hi: float | None, lo_open: bool, hi_open: bo
 def text_tuple(f: Fields, key: str) -> tuple[str, ...]:
     v = f.raw(key)
     if isinstance(v, str) or not isinstance(v, Sequence) or not all(isinstance(x, str) for x in v):
-        return f._bad(key, v, "must be a tuple of text values")
+        return f.bad(key, v, "must be a tuple of text values")
     return tuple(v)
 
 

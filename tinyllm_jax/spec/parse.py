@@ -9,10 +9,14 @@ from typing import Any
 
 from tinyllm_jax.data import synthetic
 from tinyllm_jax.data.features import teacher_prefixes_for
+from tinyllm_jax.data.rationale_then_answer import STUDENT_MODES
+from tinyllm_jax.evaluation.decode_options import DECODE_FIELDS, DecodeOptions
 from tinyllm_jax.models.t5_config import T5Config
 from tinyllm_jax.spec.fields import Fields, as_dict, split_known, text_tuple
+from tinyllm_jax.spec.table import missing_splits, parse_table
 from tinyllm_jax.spec.tracking import profile_steps, wandb_spec
 from tinyllm_jax.spec.types import (
+    ATTENTION_IMPLS,
     BEST_METRICS,
     DATASETS,
     DTYPES,
@@ -64,12 +68,8 @@ def _model(values: dict[str, Any], problems: list[str]) -> T5Config:
     fields["scale_decoder_outputs"] = None if scale is None else f.boolean("scale_decoder_outputs")
     fields["dtype"] = f.text("dtype", DTYPES)
     fields["remat"] = f.text("remat", REMAT)
-    if f.boolean("scan_layers"):
-        # Scanning stacks the layers' parameters along a new axis, which the HF
-        # mapping and the checkpoints do not handle yet.
-        f.bad("scan_layers", True, "scanned layers are not implemented yet; use False "
-               "(remat='full' cuts activation memory instead)")
-    fields["scan_layers"] = False
+    fields["attention_impl"] = f.text("attention_impl", ATTENTION_IMPLS)
+    fields["scan_layers"] = f.boolean("scan_layers")
     return T5Config(**fields)
 
 
@@ -117,15 +117,22 @@ def _data(values: dict[str, Any], problems: list[str], reads_data: bool = True) 
     if label_source == "teacher" and not teachers:
         f.bad("label_source", label_source, "'teacher' needs at least one teacher in "
                "config.data.teachers")
+    student_mode = f.text("student_mode", STUDENT_MODES)
+    if student_mode == "rationale_then_answer" and not teachers:
+        f.bad("student_mode", student_mode, "'rationale_then_answer' needs at least one teacher "
+              "in config.data.teachers (its targets are their rationales)")
     tokenizer = f.text("tokenizer")
     if not tokenizer:
         f.bad("tokenizer", tokenizer, "must name a tokenizer: t5, synthetic, byte, a "
                "directory or an HF hub id")
     data_dir, store = f.text("data_dir"), f.text("rationale_store")
     use_tfds, tfds_dir = f.boolean("use_tfds"), f.text("tfds_data_dir")
-    if reads_data and name != "synthetic" and not data_dir:
+    table = parse_table(values.get("table"), name=name, teachers=teachers, store=store,
+                        use_tfds=use_tfds, problems=problems)
+    if reads_data and name != "synthetic" and not data_dir and not table.format:
         f.bad("data_dir", data_dir, f"dataset {name!r} is read from a TinyLLM data root: set "
-               "--config.data.data_dir=/path/to/tinyllm (or use name='synthetic')")
+               "--config.data.data_dir=/path/to/tinyllm (or use name='synthetic', or "
+               "config.data.table for your own files)")
     if use_tfds and not tfds_dir:
         f.bad("tfds_data_dir", tfds_dir, "use_tfds=True needs the directory the array_record "
                "files are (or will be) written to")
@@ -148,6 +155,8 @@ def _data(values: dict[str, Any], problems: list[str], reads_data: bool = True) 
         max_target_len=max_t, packing=f.boolean("packing"), packed_input_len=packed_in,
         packed_target_len=packed_t, tokenizer=tokenizer, seed=f.integer("seed"),
         train_fraction=f.number("train_fraction", 0.0, 1.0, lo_open=True), synthetic=syn,
+        table=table,
+        student_mode=student_mode,
     )
 
 
@@ -209,6 +218,8 @@ def _train_and_eval(values: dict[str, Any], problems: list[str]) -> tuple[TrainS
         nonfinite=f.text("nonfinite", ("stop", "skip")),
         progress_bar=f.boolean("progress_bar"), plot=f.boolean("plot"),
         wandb=wandb_spec(values.get("wandb"), problems),
+        compilation_cache=f.text("compilation_cache"),
+        preemption_sync_every=f.integer("preemption_sync_every", 1),
     )
     if not train.epochs and train.steps < 1:
         f.bad("steps", train.steps, "must be >= 1 (or set config.train.epochs > 0)")
@@ -256,10 +267,19 @@ def _train_and_eval(values: dict[str, Any], problems: list[str]) -> tuple[TrainS
     if train.keep_best and train.eval_every and "valid" not in splits:
         bad("splits", tuple(splits), "the best checkpoint is chosen on the 'valid' evaluation: "
             "add 'valid' or set config.train.keep_best=False")
+    decoding = {k: e.raw(k) for k in DECODE_FIELDS}
+    if not isinstance(decoding["early_stopping"], bool):
+        bad("early_stopping", decoding["early_stopping"], "must be True or False")
+        decoding["early_stopping"] = False
+    for field, value, allowed in DecodeOptions(**decoding).problems():
+        bad(field, value, allowed)
+        decoding[field] = e.defaults[field]
+    for k in ("length_penalty", "temperature", "top_p"):
+        decoding[k] = float(decoding[k])
     return train, EvalSpec(batch_size=batch, by_length=flags["by_length"], max_new_tokens=new,
                            splits=tuple(splits), final_split=final,
                            rank_choices=flags["rank_choices"], best_metric=best,
-                           rationales=flags["rationales"])
+                           rationales=flags["rationales"], **decoding)
 
 
 def _mesh(values: dict[str, Any], problems: list[str]) -> MeshSpec:
@@ -318,6 +338,17 @@ def parse(config: Any, *, reads_data: bool = True) -> RunSpec:
         problems.append(
             f"config.optimizer.accumulate_steps = {optimizer.accumulate_steps}: must divide "
             f"config.train.batch_size = {train.batch_size} (each micro-batch gets an equal share)")
+    if reads_data:
+        problems += missing_splits(data.table, ("train", *evaluation.splits,
+                                                evaluation.final_split))
+    if model.scan_layers and optimizer.name == "adafactor":
+        # Adafactor clips and scales each array by its own RMS: on a stacked
+        # array that RMS spans every layer, so the update differs from the
+        # unrolled model's. AdamW is elementwise and gives the same update.
+        problems.append(
+            "config.model.scan_layers = True: not supported with config.optimizer.name = "
+            "'adafactor' (its per-array RMS would span all layers of the stack); use "
+            "optimizer 'adamw' or scan_layers=False")
     if problems:
         raise ConfigError(problems)
     return RunSpec(seed=seed, init_from=init_from, model=model, data=data, loss=loss,

@@ -8,13 +8,15 @@ from typing import Any
 
 from tinyllm_jax.data import synthetic
 from tinyllm_jax.data.features import DEFAULT_ANSWER_PREFIX
-from tinyllm_jax.models.t5_config import T5Config
+from tinyllm_jax.evaluation.decode_options import DecodeOptions
+from tinyllm_jax.models.t5_config import ATTENTION_IMPLEMENTATIONS, T5Config
 
 DATASETS = ("synthetic", "obqa", "arc", "piqa", "riddle", "pubmedqa", "bioasq")
 SPLITS = ("train", "valid", "test")
-BEST_METRICS = ("accuracy", "accuracy_normalized", "accuracy_ranked")
+BEST_METRICS = ("accuracy", "accuracy_strict", "accuracy_normalized", "accuracy_ranked")
 DTYPES = ("float32", "bfloat16")
 REMAT = ("none", "full", "dots")
+ATTENTION_IMPLS = ATTENTION_IMPLEMENTATIONS
 
 
 class ConfigError(ValueError):
@@ -23,6 +25,34 @@ class ConfigError(ValueError):
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = list(problems)
         super().__init__("invalid config:\n  " + "\n  ".join(self.problems))
+
+
+# Table formats of config.data.table ("" = not used: TinyLLM files or synthetic).
+TABLE_FORMATS = ("", "jsonl", "csv", "parquet", "hf")
+ANSWER_FORMATS = ("auto", "text", "letter", "index")
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSpec:
+    """Your own multiple-choice data: one table per split and a column mapping."""
+
+    format: str = ""
+    # hf: a save_to_disk directory or a hub id; files: the directory that
+    # relative split paths are resolved against ("" = as given).
+    path: str = ""
+    hf_config: str = ""  # load_dataset's config name for a hub id
+    # files: each split's file; hf: each split's name ("" = train, validation, test).
+    train: str = ""
+    valid: str = ""
+    test: str = ""
+    question: str = "question"
+    # One name: a list column (in CSV a JSON list); several: one text column per option.
+    choices: tuple[str, ...] = ("choices",)
+    answer: str = "answer"
+    answer_format: str = "auto"  # text of a choice, letter a/A.., 0-based index, or auto
+    # One column per teacher in config.data.teachers order; "" = from rationale_store.
+    rationales: tuple[str, ...] = ()
+    id: str = ""  # "" = ids <name>-<split>-<row>
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +80,12 @@ class DataSpec:
     tokenizer: str = "t5"  # t5, synthetic, byte, a directory or an HF hub id
     seed: int = 0
     train_fraction: float = 1.0  # data-efficiency runs train on a prefix of train
+    # "multitask" (answer + one rationale task per teacher) or "rationale_then_answer"
+    # (one target: rationale, separator, answer; data/rationale_then_answer.py).
+    student_mode: str = "multitask"
     synthetic: synthetic.SyntheticConfig = dataclasses.field(
         default_factory=synthetic.SyntheticConfig)
+    table: TableSpec = dataclasses.field(default_factory=TableSpec)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +141,12 @@ class TrainSpec:
     # Steps to capture in a JAX profiler trace under <workdir>/profile: "5",
     # "5-7" or "5,6" (one consecutive range); "" = none.
     profile_steps: str = ""
+    # Persistent XLA compilation cache: "" = off, "workdir" = <workdir>/compilation_cache,
+    # else a directory (tinyllm_jax.compile_cache).
+    compilation_cache: str = ""
+    # Multi-host: hosts agree on a stop request every this many steps
+    # (tinyllm_jax.stop_agreement); 1 = the step it arrives.
+    preemption_sync_every: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,9 +159,21 @@ class EvalSpec:
     splits: tuple[str, ...] = ("valid",)
     final_split: str = "test"  # "" = no final evaluation
     rank_choices: bool = True  # also report rank-classification accuracy
-    # Validation metric that picks the best checkpoint.
+    # Validation metric that picks the best checkpoint ("accuracy": the decoded
+    # gold, as the reference; "accuracy_strict": the raw gold text).
     best_metric: str = "accuracy"
     rationales: bool = False  # also decode each teacher prefix at --mode=eval
+    # How answers (and --mode=eval rationales) are decoded, with HF generate's
+    # meanings and defaults (evaluation/decode_options.py): greedy unless
+    # num_beams > 1 (beam search) or do_sample (sampling).
+    num_beams: int = DecodeOptions.num_beams
+    length_penalty: float = DecodeOptions.length_penalty
+    early_stopping: bool = False  # True/False here; Student.generate also takes "never"
+    do_sample: bool = DecodeOptions.do_sample
+    temperature: float = DecodeOptions.temperature
+    top_k: int = DecodeOptions.top_k
+    top_p: float = DecodeOptions.top_p
+    seed: int = DecodeOptions.seed  # the sampling seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +214,10 @@ EVAL_KEYS = {
     "eval_max_new_tokens": "max_new_tokens", "eval_splits": "splits",
     "final_eval_split": "final_split", "rank_choices": "rank_choices",
     "best_metric": "best_metric", "eval_rationales": "rationales",
+    "eval_num_beams": "num_beams", "eval_length_penalty": "length_penalty",
+    "eval_early_stopping": "early_stopping", "eval_do_sample": "do_sample",
+    "eval_temperature": "temperature", "eval_top_k": "top_k", "eval_top_p": "top_p",
+    "eval_seed": "seed",
 }
 SECTIONS = {"data": DataSpec, "loss": LossSpec, "optimizer": OptimizerSpec, "train": TrainSpec,
             "mesh": MeshSpec, "distributed": DistributedSpec}
@@ -182,6 +238,7 @@ def config_defaults() -> dict[str, Any]:
         out[name] = {f.name: field_default(f) for f in dataclasses.fields(cls)}
     out["data"]["synthetic"] = {}  # only overrides of SyntheticConfig's own defaults
     out["train"]["wandb"] = dataclasses.asdict(WandbSpec())
+    out["data"]["table"] = {f.name: field_default(f) for f in dataclasses.fields(TableSpec)}
     for key, field in EVAL_KEYS.items():
         out["train"][key] = field_default(next(f for f in dataclasses.fields(EvalSpec)
                                           if f.name == field))

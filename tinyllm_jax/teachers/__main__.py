@@ -69,5 +69,10 @@ def main(argv: list[str]) -> None:
         sys.exit(130)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `tinyllm-teachers` console script."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -123,6 +123,10 @@ def base_config() -> ml_collections.ConfigDict:
                 "teacher_forcing": True,
                 "demo_split": "train",
                 "demo_rationale": "auto",
+                # The paper's in-context example generator: a first pass in
+                # which each teacher writes the demos' rationales itself
+                # (teachers/demo_generator.py).
+                "generate_demos": False,
             },
         }
     )
@@ -137,6 +141,7 @@ class PromptSettings:
     teacher_forcing: bool = True
     demo_split: str = "train"
     demo_rationale: str = "auto"
+    generate_demos: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,7 +289,11 @@ def prompt_settings(cfg: Mapping[str, Any]) -> PromptSettings:
     teacher_forcing = cfg.get("teacher_forcing", True)
     if not isinstance(teacher_forcing, bool):
         raise TeacherError(f"{where}.teacher_forcing: expected True or False")
+    generate_demos = cfg.get("generate_demos", False)
+    if not isinstance(generate_demos, bool):
+        raise TeacherError(f"{where}.generate_demos: expected True or False, got {generate_demos!r}")
     return PromptSettings(
+        generate_demos=generate_demos,
         k=_int(f"{where}.k", cfg.get("k", 2), 0),
         seed=_int(f"{where}.seed", cfg.get("seed", 0), 0),
         teacher_forcing=teacher_forcing,

@@ -6,6 +6,7 @@ loaded, so two 7B teachers never share one GPU's memory.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,7 +17,7 @@ from tinyllm_jax.data.files import check_regular
 from tinyllm_jax.data.pipeline import load_examples
 from tinyllm_jax.data.store import STORE_FORMAT, store_path
 from tinyllm_jax.spec import data_spec
-from tinyllm_jax.teachers import backends
+from tinyllm_jax.teachers import backends, demo_generator
 from tinyllm_jax.teachers.config import RunSpec, TeacherError, TeacherSpec
 from tinyllm_jax.teachers.generate import SplitResult, generate_split
 from tinyllm_jax.teachers.prompts import PromptBuilder
@@ -46,6 +47,8 @@ def generation_record(run: RunSpec, spec: TeacherSpec, backend: str, kind: str, 
         "prompt_seed": p.seed,
         "demo_split": p.demo_split,
         "demo_rationale": p.demo_rationale,
+        # Only when on, so stores written before the switch existed resume.
+        **({"generate_demos": True} if p.generate_demos else {}),
     }
 
 
@@ -124,19 +127,6 @@ def run(
         kind = backends.resolve_kind(spec)
         template = backends.resolve_template(spec, tokenizer)
         name = backends.backend_name(spec, kind)
-        builder = PromptBuilder(
-            run_spec.prompt,
-            demos,
-            template=template,
-            tokenizer=tokenizer,
-            instruction=spec.instruction,
-            system_prompt=spec.system_prompt,
-        )
-        add_special = template != "chat"  # a chat template renders its own BOS
-        if dry_run:
-            _print_prompts(spec, kind, template, builder, tokenizer, add_special, splits,
-                           run_spec.splits, dry_run, echo)
-            continue
         loaded: list[Any] = []
 
         def engine(spec=spec, tokenizer=tokenizer, kind=kind, name=name, loaded=loaded):
@@ -145,6 +135,26 @@ def run(
                 loaded.append(backends.load_backend(name, spec, tokenizer, kind))
             return loaded[0]
 
+        add_special = template != "chat"  # a chat template renders its own BOS
+        settings, demo_examples = run_spec.prompt, demos
+        if settings.generate_demos:
+            own = _own_demos(run_spec, spec, demos, template, tokenizer, name, kind, engine,
+                             add_special, dry_run, echo)
+            if own is None:  # a dry run before the demo pass has run
+                continue
+            settings, demo_examples = demo_generator.main_pass_settings(settings, spec.name), own
+        builder = PromptBuilder(
+            settings,
+            demo_examples,
+            template=template,
+            tokenizer=tokenizer,
+            instruction=spec.instruction,
+            system_prompt=spec.system_prompt,
+        )
+        if dry_run:
+            _print_prompts(spec, kind, template, builder, tokenizer, add_special, splits.targets,
+                           run_spec.splits, dry_run, echo)
+            continue
         for split in run_spec.splits:
             result = generate_split(
                 teacher=spec.name,
@@ -154,7 +164,8 @@ def run(
                 backend=engine,
                 out_path=store_path(run_spec.out_dir, run_spec.dataset, spec.name, split),
                 model=spec.model,
-                generation=generation_record(run_spec, spec, name, kind, template),
+                generation=generation_record(dataclasses.replace(run_spec, prompt=settings), spec,
+                                             name, kind, template),
                 batch_size=spec.batch_size,
                 add_special_tokens=add_special,
                 progress=run_spec.progress,
@@ -167,6 +178,47 @@ def run(
     return results
 
 
+def _own_demos(
+    run_spec: RunSpec, spec: TeacherSpec, demos: Sequence[Example], template: str,
+    tokenizer: Any, name: str, kind: str, engine: Callable[[], Any], add_special: bool,
+    dry_run: int, echo: Callable[[str], None],
+) -> list[Example] | None:
+    """The demo pass of one teacher (demo_generator.py): its rationales for the
+    demo questions, generated or resumed. A dry run prints the pass's prompts
+    and returns the stored demos when the pass is complete, else None."""
+    questions = demo_generator.demo_questions(demos, run_spec.prompt)
+    out_path = store_path(run_spec.out_dir, run_spec.dataset, spec.name, demo_generator.DEMO_PASS)
+    zero_shot = demo_generator.zero_shot_settings(run_spec.prompt)
+    if dry_run:
+        builder = PromptBuilder(zero_shot, [], template=template, tokenizer=tokenizer,
+                                instruction=spec.instruction, system_prompt=spec.system_prompt)
+        _print_prompts(spec, kind, template, builder, tokenizer, add_special,
+                       lambda _: questions, (demo_generator.DEMO_PASS,),
+                       len(questions), echo)
+        try:
+            return demo_generator.with_own_rationales(questions, spec.name, out_path)
+        except (TeacherError, DataError):
+            echo(f"(teacher {spec.name}: the main pass shows the demo pass's rationales, "
+                 f"not written yet to {out_path}; its prompts are not shown)")
+            return None
+    record = generation_record(dataclasses.replace(run_spec, prompt=zero_shot), spec, name,
+                               kind, template)
+
+    def run_split(**kw: Any) -> SplitResult:
+        return generate_split(
+            teacher=spec.name, backend=engine, model=spec.model,
+            generation={**record, "pass": demo_generator.DEMO_PASS},
+            batch_size=spec.batch_size, add_special_tokens=add_special,
+            progress=run_spec.progress, on_prompt_mismatch=run_spec.on_prompt_mismatch, **kw)
+
+    result, own = demo_generator.generate_demos(
+        teacher=spec.name, questions=questions, settings=run_spec.prompt, template=template,
+        tokenizer=tokenizer, instruction=spec.instruction, system_prompt=spec.system_prompt,
+        out_path=out_path, run_split=run_split)
+    echo(result.format())
+    return own
+
+
 def _print_prompts(
     spec: TeacherSpec,
     kind: str,
@@ -174,13 +226,13 @@ def _print_prompts(
     builder: PromptBuilder,
     tokenizer: Any,
     add_special: bool,
-    splits: _Splits,
+    targets: Callable[[str], Sequence[Example]],
     names: Sequence[str],
     n: int,
     echo: Callable[[str], None],
 ) -> None:
     for split in names:
-        for example in splits.targets(split)[:n]:
+        for example in targets(split)[:n]:
             prompt = builder.build(example)
             tokens = len(tokenizer(prompt.text, add_special_tokens=add_special)["input_ids"])
             echo(
