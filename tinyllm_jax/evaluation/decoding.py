@@ -26,7 +26,7 @@ from tinyllm_jax.data.features import TaskFeature
 from tinyllm_jax.evaluation.batching import eval_batches, eval_order
 from tinyllm_jax.evaluation.beam_search import beam_search
 from tinyllm_jax.evaluation.decode_options import DecodeOptions
-from tinyllm_jax.evaluation.decoder_step import decode_step, encode
+from tinyllm_jax.evaluation.decoder_step import decode_step, encode, token_loop
 from tinyllm_jax.evaluation.sampling import sample_decode
 from tinyllm_jax.models.t5 import T5Config
 from tinyllm_jax.progress import Progress
@@ -60,26 +60,7 @@ def greedy_decode(
                                     tokens, index, max_new_tokens)
         return jnp.argmax(logits, axis=-1).astype(jnp.int32), cache
 
-    # The first step creates the cache (and projects the encoder output once
-    # for cross-attention); the loop then reuses it with fixed shapes.
-    start = jnp.zeros((batch,), jnp.int32)  # T5's decoder start token is pad (0)
-    first, cache = step(None, start, jnp.int32(0))
-    out = jnp.full((batch, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
-    done = first == eos_id
-
-    def cond(carry: tuple) -> Array:
-        i, _, _, _, done = carry
-        return (i < max_new_tokens) & ~jnp.all(done)
-
-    def body(carry: tuple) -> tuple:
-        i, prev, cache, out, done = carry
-        nxt, cache = step(cache, prev, i)
-        nxt = jnp.where(done, pad_id, nxt)
-        out = jax.lax.dynamic_update_slice(out, nxt[:, None], (0, i))
-        return i + 1, nxt, cache, out, done | (nxt == eos_id)
-
-    _, _, _, out, _ = jax.lax.while_loop(cond, body, (jnp.int32(1), first, cache, out, done))
-    return out
+    return token_loop(step, batch, max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id)
 
 
 def decode_rows(

@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from tinyllm_jax.evaluation.decoder_step import decode_step, encode
+from tinyllm_jax.evaluation.decoder_step import decode_step, encode, token_loop
 from tinyllm_jax.models.t5 import T5Config
 
 Array = jax.Array
@@ -81,20 +81,4 @@ def sample_decode(
         drawn = jax.vmap(jax.random.categorical)(keys, filtered)
         return drawn.astype(jnp.int32), cache
 
-    start = jnp.zeros((batch,), jnp.int32)  # T5's decoder start token is pad (0)
-    first, cache = step(None, start, jnp.int32(0))
-    out = jnp.full((batch, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
-
-    def cond(carry: tuple) -> Array:
-        i, _, _, _, done = carry
-        return (i < max_new_tokens) & ~jnp.all(done)
-
-    def body(carry: tuple) -> tuple:
-        i, prev, cache, out, done = carry
-        nxt, cache = step(cache, prev, i)
-        nxt = jnp.where(done, pad_id, nxt)
-        out = jax.lax.dynamic_update_slice(out, nxt[:, None], (0, i))
-        return i + 1, nxt, cache, out, done | (nxt == eos_id)
-
-    carry = (jnp.int32(1), first, cache, out, first == eos_id)
-    return jax.lax.while_loop(cond, body, carry)[3]
+    return token_loop(step, batch, max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id)
