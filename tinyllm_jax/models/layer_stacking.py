@@ -49,34 +49,23 @@ def is_params_tree(x: Any) -> bool:
 
 def layout_of(params: Mapping[str, Any]) -> bool | None:
     """True when scanned, False when unrolled, None when the tree has no layers."""
-    found = set()
-    for stack in STACKS:
-        for key in params.get(stack, {}):
-            if key == SCANNED_KEY:
-                found.add(True)
-            elif _layer_index(key) is not None:
-                found.add(False)
-    if len(found) > 1:
-        raise LayoutError("the parameter tree mixes scanned ('layers') and unrolled "
-                          "('layers_N') layers")
-    return found.pop() if found else None
+    return _layout((key for stack in STACKS for key in params.get(stack, {})),
+                   "the parameter tree")
 
 
 def layout_of_paths(paths: Iterable[str]) -> bool | None:
     """The layout of a saved tree from its leaf paths ("params/encoder/layers_0/..."):
     True scanned, False unrolled, None neither (no layer arrays found)."""
-    found = set()
-    for path in paths:
-        parts = path.split("/")
-        for a, b in itertools.pairwise(parts):
-            if a in STACKS:
-                if b == SCANNED_KEY:
-                    found.add(True)
-                elif _layer_index(b) is not None:
-                    found.add(False)
+    return _layout((b for path in paths for a, b in itertools.pairwise(path.split("/"))
+                    if a in STACKS), "the saved tree")
+
+
+def _layout(keys: Iterable[str], what: str) -> bool | None:
+    """The layout the keys found directly under a stack name, or None."""
+    found = {key == SCANNED_KEY for key in keys
+             if key == SCANNED_KEY or _layer_index(key) is not None}
     if len(found) > 1:
-        raise LayoutError("the saved tree mixes scanned ('layers') and unrolled ('layers_N') "
-                          "layers")
+        raise LayoutError(f"{what} mixes scanned ('layers') and unrolled ('layers_N') layers")
     return found.pop() if found else None
 
 
