@@ -46,28 +46,17 @@ def hf_t5_configs() -> dict:
 
 
 def _build(name: str, kwargs: dict, directory: Path) -> Path:
-    import json
-
-    import safetensors.torch
     import torch
     import transformers
+
+    from tests.helpers import random_hf_t5
 
     torch.manual_seed(len(name))
     cfg = transformers.T5Config(decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, **kwargs)
     model = transformers.T5ForConditionalGeneration(cfg)
-    model.save_pretrained(directory)
-    if kwargs.get("tie_word_embeddings") is False:
-        # transformers 5 ties the head in memory; a distinct lm_head.weight and
-        # `tie_word_embeddings: false` in config.json are what FLAN files hold.
-        path = directory / "model.safetensors"
-        state = safetensors.torch.load_file(str(path))
-        state["lm_head.weight"] = torch.randn(kwargs["vocab_size"], kwargs["d_model"])
-        safetensors.torch.save_file(state, str(path), metadata={"format": "pt"})
-        raw = json.loads((directory / "config.json").read_text())
-        raw["tie_word_embeddings"] = False
-        raw.pop("scale_decoder_outputs", None)
-        (directory / "config.json").write_text(json.dumps(raw))
-    return directory
+    untied = kwargs.get("tie_word_embeddings") is False
+    head = torch.randn(kwargs["vocab_size"], kwargs["d_model"]) if untied else None
+    return random_hf_t5.save(model, directory, head)
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,6 @@ SHAPES = {
 
 def build(directory: Path, shape: str, *, vocab_size: int = 64, scale: float = 0.5,
           seed: int = 0) -> Path:
-    import safetensors.torch
     import torch
     import transformers
 
@@ -43,13 +42,23 @@ def build(directory: Path, shape: str, *, vocab_size: int = 64, scale: float = 0
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, scale)
+    untied = kwargs.get("tie_word_embeddings") is False
+    head = torch.randn(vocab_size, kwargs["d_model"]) * scale if untied else None
+    return save(model, directory, head)
+
+
+def save(model, directory: Path, head=None) -> Path:
+    """`model.save_pretrained(directory)`; with `head` (a torch [vocab, d_model]
+    tensor), in the FLAN layout of an untied head: transformers 5 ties the
+    head in memory, so the distinct lm_head.weight and `tie_word_embeddings:
+    false` are written into the files afterwards."""
+    import safetensors.torch
+
     model.save_pretrained(directory)
-    if kwargs.get("tie_word_embeddings") is False:
-        # transformers 5 ties the head in memory; write the distinct head
-        # and the flag FLAN files hold.
+    if head is not None:
         path = directory / "model.safetensors"
         state = safetensors.torch.load_file(str(path))
-        state["lm_head.weight"] = torch.randn(vocab_size, kwargs["d_model"]) * scale
+        state["lm_head.weight"] = head
         safetensors.torch.save_file(state, str(path), metadata={"format": "pt"})
         raw = json.loads((directory / "config.json").read_text())
         raw["tie_word_embeddings"] = False
