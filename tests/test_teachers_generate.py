@@ -11,10 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from tests.helpers.kill_partway import kill_after_lines
 from tinyllm_jax.data.synthetic import SyntheticConfig, generate_split
 from tinyllm_jax.spec import data_spec
 from tinyllm_jax.teachers.config import TeacherError
@@ -194,20 +193,7 @@ def test_kill_and_restart_writes_every_id_exactly_once(models, data_root, tmp_pa
                    max_examples=80, batch_size=1, max_new_tokens=8),
     )
     path = out / DATASET / "tiny_llama" / "train.jsonl"
-    proc = subprocess.Popen(command(config), cwd=REPO, env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if path.exists() and path.read_bytes().count(b"\n") >= 3:
-                break
-            time.sleep(0.01)
-        assert proc.poll() is None, f"generation ended before it could be killed: {proc.stderr.read()}"
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_lines(command(config), env(), path)
     first = path.read_bytes().count(b"\n")
     assert 3 <= first < 80, "the kill must land partway"
 

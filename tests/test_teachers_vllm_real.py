@@ -17,13 +17,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.helpers.kill_partway import kill_after_lines
 
 pytestmark = [
     pytest.mark.slow,
@@ -106,25 +107,14 @@ def store(out: Path) -> Path:
 def kill_partway(config: Path, path: Path) -> int:
     """Start the command in its own session, SIGKILL it (the process, not
     its group) once 3 lines are written; the number of lines kept."""
-    proc = subprocess.Popen(command(config), cwd=REPO, env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 900  # engine start-up takes minutes on a loaded machine
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if path.exists() and path.read_bytes().count(b"\n") >= 3:
-                break
-            time.sleep(0.005)
-        assert proc.poll() is None, f"generation ended before the kill: {proc.stderr.read()[-3000:]}"
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    # Engine start-up takes minutes on a loaded machine.
+    pid = kill_after_lines(command(config), env(), path, timeout_s=900, poll_s=0.005,
+                           start_new_session=True)
     # Nothing of the run outlives it: vLLM's engine runs in the process
     # (a default engine-core child would be left holding its memory).
     time.sleep(2)
     with pytest.raises(ProcessLookupError):
-        os.killpg(proc.pid, 0)
+        os.killpg(pid, 0)
     return path.read_bytes().count(b"\n")
 
 
